@@ -1,0 +1,154 @@
+"""Score a whole file: records -> prompts -> token ids -> engine -> scores -> output records, one line per input
+record, in order, resumable, with a summary at the end."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Iterable, Iterator
+
+from .errors import InputError, LocalscoreError
+from .output import ResultWriter
+from .progress import Progress
+from .prompts import Prompt, PromptTooLong
+from .records import Record, read_records, result
+from .scorer import Scorer
+from .templates import Template
+
+# Records whose prompts are built and tokenized ahead of the decode loop, so the loop only decodes.
+CHUNK = 64
+
+
+@dataclass
+class Summary:
+    records: int = 0
+    turns: int = 0
+    scored: int = 0
+    errored: int = 0
+    truncated: int = 0
+    tokens: int = 0
+    resumed: int = 0
+    seconds: float = 0.0
+
+    def line(self) -> str:
+        tps = self.tokens / self.seconds if self.seconds > 0 else 0.0
+        resumed = f", {self.resumed:,} resumed" if self.resumed else ""
+        return (f"{self.records:,} records ({self.turns:,} turns, {self.tokens:,} tokens) in {self.seconds:.1f} s, "
+                f"{tps:,.0f} tokens/s: {self.scored:,} scored, {self.errored:,} errored, "
+                f"{self.truncated:,} truncated{resumed}")
+
+
+class Interrupted(LocalscoreError):
+    """Ctrl-C during a run: what was written stays, and --resume continues it."""
+
+    def __init__(self, message: str, summary: Summary):
+        super().__init__(message)
+        self.summary = summary
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    record: Record
+    prompts: list[Prompt]
+    error: str | None
+
+    @property
+    def truncated(self) -> bool:
+        return any(p.truncated for p in self.prompts)
+
+
+def score_file(source: str | os.PathLike | BinaryIO, output: str | os.PathLike | None, scorer: Scorer, *,
+               resume: bool = False, strict: bool = False, progress: bool = False) -> Summary:
+    """Score every record of `source` into `output` (None: stdout). Bad records get `<scorer>_error` in their
+    output line and the run goes on; with `strict` the first one raises InputError instead."""
+    template = scorer.template
+    summary = Summary()
+    start = time.perf_counter()
+    with ResultWriter(output, resume=resume) as writer:
+        records = read_records(source, template)
+        if writer.done:
+            _skip_resumed(records, writer, template, source, output)
+            summary.resumed = writer.done
+        bar = Progress(_count_records(source), done=writer.done, enabled=progress)
+        try:
+            for chunk in _chunks(records, CHUNK):
+                for item in [_prepare(scorer, record) for record in chunk]:
+                    writer.write(_score(scorer, item, strict, summary))
+                    bar.update(1, sum(len(p.ids) for p in item.prompts))
+        except KeyboardInterrupt:
+            summary.seconds = time.perf_counter() - start
+            where = f"; rerun with --resume to continue {output}" if output else ""
+            raise Interrupted(f"interrupted after {summary.records + summary.resumed:,} records{where}",
+                              summary) from None
+        finally:
+            bar.close()
+        writer.finish()
+    summary.seconds = time.perf_counter() - start
+    return summary
+
+
+def _skip_resumed(records: Iterator[Record], writer: ResultWriter, template: Template,
+                  source: str | os.PathLike | BinaryIO, output: str | os.PathLike | None) -> None:
+    count, last = 0, None
+    for last in itertools.islice(records, writer.done):
+        count += 1
+    if last is None or count < writer.done:
+        raise InputError(f"{output} has {writer.done:,} results but {_name(source)} has only {count:,} "
+                         "records: it is the output of another input; remove it or drop --resume")
+    writer.check_resumed(last, template)
+
+
+def _prepare(scorer: Scorer, record: Record) -> _Prepared:
+    if record.error:
+        return _Prepared(record, [], record.error)
+    prompts = []
+    for i, turn in enumerate(record.turns, start=1):
+        try:
+            prompts.append(scorer.prompt(turn.instruction, turn.response))
+        except PromptTooLong as e:
+            where = f"turn {i}: " if len(record.turns) > 1 else ""
+            return _Prepared(record, [], f"{where}{e}")
+    return _Prepared(record, prompts, None)
+
+
+def _score(scorer: Scorer, item: _Prepared, strict: bool, summary: Summary) -> dict:
+    template = scorer.template
+    summary.records += 1
+    if item.error is not None:
+        if strict:
+            raise InputError(f"record {item.record.number}: {item.error} (--strict stops at the first bad record)")
+        summary.errored += 1
+        return result(item.record, template, error=item.error)
+    scores = scorer.score_prompts(item.prompts)
+    summary.scored += 1
+    summary.turns += len(scores)
+    summary.tokens += sum(len(p.ids) for p in item.prompts)
+    summary.truncated += item.truncated
+    return result(item.record, template, scores, truncated=item.truncated)
+
+
+def _chunks(items: Iterable[Record], size: int) -> Iterator[list[Record]]:
+    it = iter(items)
+    while chunk := list(itertools.islice(it, size)):
+        yield chunk
+
+
+def _count_records(source: str | os.PathLike | BinaryIO) -> int | None:
+    """Non-blank lines of a JSONL file, for the ETA; None for streams and JSON arrays (not worth a parse)."""
+    if not isinstance(source, (str, os.PathLike)) or not Path(source).is_file():
+        return None
+    count = 0
+    with open(source, "rb") as f:
+        for line in f:
+            stripped = line.strip()
+            if count == 0 and stripped.startswith(b"["):
+                return None
+            count += bool(stripped)
+    return count
+
+
+def _name(source: str | os.PathLike | BinaryIO) -> str:
+    return str(source) if isinstance(source, (str, os.PathLike)) else "the input"

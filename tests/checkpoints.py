@@ -1,0 +1,137 @@
+"""Build small Deita-shaped Llama checkpoints for tests and benchmarks: the real Llama vocabulary with
+<pad> = 32000 (so 32001 rows and the real score-token ids), seeded random weights, written the way the
+official scorers are (bf16 `pytorch_model-0000N-of-0000M.bin` shards + index) or as safetensors.
+
+The weights are scaled so the six score logits differ by a few units between prompts: with the usual
+0.02 init every score would sit at ~3.5 and a parity test could not tell a broken converter from a good one.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+FIXTURES = Path(__file__).parent / "fixtures"
+TOKENIZER_MODEL = FIXTURES / "llama-spm" / "tokenizer.model"
+SCORE_TOKEN_IDS = (29896, 29906, 29941, 29946, 29945, 29953)
+
+
+@dataclass(frozen=True)
+class Shape:
+    hidden: int = 256
+    layers: int = 2
+    heads: int = 4
+    kv_heads: int = 2
+    intermediate: int = 512
+    vocab: int = 32001
+    max_positions: int = 2048
+    tie_embeddings: bool = False
+    rms_norm_eps: float = 1e-6
+
+
+TINY = Shape()
+# Large enough that matrix work dominates; dims are multiples of 256 so every K-quant applies.
+BENCH = Shape(hidden=1024, layers=8, heads=16, kv_heads=16, intermediate=2816)
+
+
+def config(shape: Shape) -> dict:
+    return {
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "hidden_size": shape.hidden,
+        "intermediate_size": shape.intermediate,
+        "num_hidden_layers": shape.layers,
+        "num_attention_heads": shape.heads,
+        "num_key_value_heads": shape.kv_heads,
+        "max_position_embeddings": shape.max_positions,
+        "rms_norm_eps": shape.rms_norm_eps,
+        "rope_theta": 10000.0,
+        "hidden_act": "silu",
+        "vocab_size": shape.vocab,
+        "bos_token_id": 1,
+        "eos_token_id": 2,
+        "pad_token_id": 32000,
+        "tie_word_embeddings": shape.tie_embeddings,
+        "torch_dtype": "bfloat16",
+    }
+
+
+def weights(shape: Shape, seed: int = 0) -> dict[str, np.ndarray]:
+    """float32 weights in Hugging Face names and layout (out_features, in_features)."""
+    rng = np.random.default_rng(seed)
+    head_dim = shape.hidden // shape.heads
+
+    def linear(out_features: int, in_features: int, gain: float = 1.0) -> np.ndarray:
+        return (rng.standard_normal((out_features, in_features)) * gain / np.sqrt(in_features)).astype(np.float32)
+
+    def norm(n: int) -> np.ndarray:
+        return (1.0 + 0.1 * rng.standard_normal(n)).astype(np.float32)
+
+    tensors = {"model.embed_tokens.weight": rng.standard_normal((shape.vocab, shape.hidden)).astype(np.float32)}
+    for i in range(shape.layers):
+        p = f"model.layers.{i}."
+        tensors[p + "input_layernorm.weight"] = norm(shape.hidden)
+        # A larger q/k gain gives peaked attention, so the last position depends on what the prompt says.
+        tensors[p + "self_attn.q_proj.weight"] = linear(shape.heads * head_dim, shape.hidden, 2.0)
+        tensors[p + "self_attn.k_proj.weight"] = linear(shape.kv_heads * head_dim, shape.hidden, 2.0)
+        tensors[p + "self_attn.v_proj.weight"] = linear(shape.kv_heads * head_dim, shape.hidden)
+        tensors[p + "self_attn.o_proj.weight"] = linear(shape.hidden, shape.heads * head_dim)
+        tensors[p + "post_attention_layernorm.weight"] = norm(shape.hidden)
+        tensors[p + "mlp.gate_proj.weight"] = linear(shape.intermediate, shape.hidden)
+        tensors[p + "mlp.up_proj.weight"] = linear(shape.intermediate, shape.hidden)
+        tensors[p + "mlp.down_proj.weight"] = linear(shape.hidden, shape.intermediate)
+    tensors["model.norm.weight"] = norm(shape.hidden)
+    if not shape.tie_embeddings:
+        tensors["lm_head.weight"] = linear(shape.vocab, shape.hidden, 4.0)
+    return tensors
+
+
+def _write_tokenizer_files(folder: Path) -> None:
+    shutil.copyfile(TOKENIZER_MODEL, folder / "tokenizer.model")
+    (folder / "added_tokens.json").write_text(json.dumps({"<pad>": 32000}))
+    (folder / "special_tokens_map.json").write_text(
+        json.dumps({"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "pad_token": "<pad>"})
+    )
+    (folder / "tokenizer_config.json").write_text(
+        json.dumps({"tokenizer_class": "LlamaTokenizer", "add_bos_token": True, "add_eos_token": False,
+                    "model_max_length": 2048, "legacy": True})
+    )
+
+
+def write_checkpoint(folder: Path, shape: Shape = TINY, *, fmt: str = "bin", shards: int = 2,
+                     dtype: str = "bfloat16", seed: int = 0) -> Path:
+    """Write a Hugging Face checkpoint folder. fmt is "bin" (torch zip pickles, like the Deita release)
+    or "safetensors"; dtype is a torch dtype name. Needs torch (a test/benchmark dependency only)."""
+    import torch
+
+    folder.mkdir(parents=True, exist_ok=True)
+    cfg = config(shape) | {"torch_dtype": dtype}
+    (folder / "config.json").write_text(json.dumps(cfg, indent=2))
+    _write_tokenizer_files(folder)
+
+    torch_dtype = getattr(torch, dtype)
+    tensors = {k: torch.from_numpy(v).to(torch_dtype) for k, v in weights(shape, seed).items()}
+    names = list(tensors)
+    groups = [names[i::shards] for i in range(shards)]
+    ext = "bin" if fmt == "bin" else "safetensors"
+    stem = "pytorch_model" if fmt == "bin" else "model"
+    weight_map = {}
+    for n, group in enumerate(groups, start=1):
+        filename = f"{stem}-{n:05d}-of-{shards:05d}.{ext}" if shards > 1 else f"{stem}.{ext}"
+        part = {k: tensors[k].contiguous() for k in group}
+        if fmt == "bin":
+            torch.save(part, folder / filename)
+        else:
+            from safetensors.torch import save_file
+
+            save_file(part, str(folder / filename), metadata={"format": "pt"})
+        weight_map.update({k: filename for k in group})
+    if shards > 1:
+        total = sum(t.numel() * t.element_size() for t in tensors.values())
+        index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+        (folder / f"{stem}.{ext}.index.json").write_text(json.dumps(index, indent=2))
+    return folder

@@ -1,0 +1,53 @@
+"""Shared fixtures: one tiny Deita-shaped checkpoint per session, its GGUF conversions, and real pairs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.checkpoints import TINY, write_checkpoint
+
+DATA = Path(__file__).parent / "data"
+
+
+def alpaca_pairs() -> list[tuple[str, str]]:
+    """(instruction, output) pairs from self-instruct's user-oriented tasks, input joined as Alpaca does."""
+    pairs = []
+    with open(DATA / "self_instruct_user_oriented.jsonl", encoding="utf-8") as f:
+        for line in f:
+            task = json.loads(line)
+            instance = task["instances"][0]
+            instruction = task["instruction"]
+            if instance["input"]:
+                instruction += "\n" + instance["input"]
+            pairs.append((instruction, instance["output"]))
+    return pairs
+
+
+@pytest.fixture(scope="session")
+def pairs() -> list[tuple[str, str]]:
+    return alpaca_pairs()
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    """bf16 `.bin` shards + index, like the official release."""
+    return write_checkpoint(tmp_path_factory.mktemp("ckpt") / "deita-tiny", TINY)
+
+
+@pytest.fixture(scope="session")
+def gguf_file(tmp_path_factory, tiny_checkpoint):
+    """gguf_file(quant) -> Path: the tiny checkpoint converted once per session per quant type."""
+    from convert import convert
+
+    folder = tmp_path_factory.mktemp("gguf")
+    made: dict[str, Path] = {}
+
+    def get(quant: str) -> Path:
+        if quant not in made:
+            made[quant] = convert(tiny_checkpoint, folder / f"deita-tiny.{quant}.gguf", quant)
+        return made[quant]
+
+    return get
