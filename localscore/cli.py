@@ -7,12 +7,13 @@ from pathlib import Path
 
 import click
 
+from convert import QUANT_TYPES
+
 from . import __version__
 from .errors import LocalscoreError
 from .prompts import TOO_LONG_POLICIES
 from .templates import TEMPLATES
 
-QUANT_TYPES = ("f32", "f16", "bf16", "q8_0", "q6_k", "q5_k_m", "q4_k_m")
 
 
 class _Group(click.Group):
@@ -52,17 +53,13 @@ def convert(source: str, output: Path, quant: str) -> None:
 
     Example: localscore convert hkust-nlp/deita-quality-scorer -o deita-quality.q4_k_m.gguf
     """
-    try:
-        from convert import convert as convert_checkpoint
-    except ImportError as e:
-        raise click.ClickException(f"the converter needs extra packages ({e.name} is missing): "
-                                   "pip install 'localscore[convert]'") from None
-    path = convert_checkpoint(source, output, quant, log=_log)
-    _log(f"wrote {path}")
+    from convert import convert as convert_checkpoint
+
+    convert_checkpoint(source, output, quant, log=_log)
 
 
 @cli.command()
-@click.argument("input_path", metavar="INPUT", type=click.Path(dir_okay=False, allow_dash=True, path_type=str))
+@click.argument("input_path", metavar="INPUT", type=click.Path(exists=True, dir_okay=False, allow_dash=True, path_type=str))
 @click.option("output", "-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
               help="JSONL file to write (default: stdout).")
 @click.option("model_path", "-m", "--model", type=click.Path(dir_okay=False, path_type=Path),

@@ -28,18 +28,16 @@ def default_model(scorer: str, log: Callable[[str], None] | None = None) -> Path
     path = cache_dir() / f"{repo.split('/')[-1]}.{DEFAULT_QUANT}.gguf"
     if path.is_file():
         return path
-    hint = (f"pass -m MODEL.gguf, or convert on a connected machine with `localscore convert {repo} "
-            f"-o {path.name}` and copy the file to {path}")
     try:
         from convert import convert
     except ImportError:
-        raise ModelError(f"no model given and {path} is not cached; the converter is not installed "
-                         f"(pip install 'localscore[convert]'), or {hint}") from None
+        raise ModelError(f"no model given (-m) and {path} is not cached; pass -m MODEL.gguf, or install the "
+                         "converter (pip install 'localscore[convert]') to make it on first use") from None
     if log:
         log(f"first use: converting {repo} to {DEFAULT_QUANT} into {path} (once)")
     try:
         convert(repo, path, DEFAULT_QUANT, log=log)
     except LocalscoreError as e:
-        raise ModelError(f"no model given and the default {scorer} scorer could not be prepared: {e}; "
-                         f"{hint}") from None
+        raise ModelError(f"no model given (-m) and the default {scorer} scorer is not in {path}: {e}; "
+                         f"then pass it with -m or put it at that path") from None
     return path

@@ -67,8 +67,8 @@ def score_file(source: str | os.PathLike | BinaryIO, output: str | os.PathLike |
     template = scorer.template
     summary = Summary()
     start = time.perf_counter()
+    records = read_records(source, template)  # a missing or unreadable input fails before any output exists
     with ResultWriter(output, resume=resume) as writer:
-        records = read_records(source, template)
         if writer.done:
             _skip_resumed(records, writer, template, source, output)
             summary.resumed = writer.done

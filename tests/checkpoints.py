@@ -135,3 +135,14 @@ def write_checkpoint(folder: Path, shape: Shape = TINY, *, fmt: str = "bin", sha
         index = {"metadata": {"total_size": total}, "weight_map": weight_map}
         (folder / f"{stem}.{ext}.index.json").write_text(json.dumps(index, indent=2))
     return folder
+
+
+def populate_hub_cache(cache: Path, repo_id: str, checkpoint: Path, commit: str = "0" * 40) -> Path:
+    """Lay out `checkpoint` the way huggingface_hub caches a downloaded repo, so that code that downloads can be
+    tested offline (HF_HUB_OFFLINE=1, HF_HUB_CACHE=cache). Returns the snapshot folder."""
+    repo = cache / f"models--{repo_id.replace('/', '--')}"
+    snapshot = repo / "snapshots" / commit
+    shutil.copytree(checkpoint, snapshot)
+    (repo / "refs").mkdir(parents=True, exist_ok=True)
+    (repo / "refs" / "main").write_text(commit)
+    return snapshot

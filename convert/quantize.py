@@ -1,0 +1,40 @@
+"""Quantize a float GGUF with llama.cpp. The only caller of llama_cpp.llama_model_quantize."""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+from pathlib import Path
+
+import llama_cpp
+
+from localscore.errors import ConversionError
+
+# localscore's quant names -> llama.cpp's file types (what llama-quantize calls Q4_K_M etc.).
+FTYPES = {
+    "q8_0": llama_cpp.LLAMA_FTYPE_MOSTLY_Q8_0,
+    "q6_k": llama_cpp.LLAMA_FTYPE_MOSTLY_Q6_K,
+    "q5_k_m": llama_cpp.LLAMA_FTYPE_MOSTLY_Q5_K_M,
+    "q4_k_m": llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_K_M,
+}
+# llama-cpp-python routes llama.cpp's log through this logger; quantizing logs a line per tensor.
+LLAMA_CPP_LOGGER = "llama-cpp-python"
+
+
+def quantize(source: Path, output: Path, quant: str) -> None:
+    """Quantize the float GGUF `source` into `output` as `quant` (a key of FTYPES) on every core."""
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = FTYPES[quant]
+    params.nthread = os.cpu_count() or 1
+    logger = logging.getLogger(LLAMA_CPP_LOGGER)
+    level = logger.level
+    logger.setLevel(logging.ERROR)  # keep llama.cpp's errors, drop its per-tensor progress
+    try:
+        status = llama_cpp.llama_model_quantize(os.fsencode(source), os.fsencode(output), ctypes.byref(params))
+    finally:
+        logger.setLevel(level)
+    if status != 0:
+        raise ConversionError(
+            f"llama.cpp could not quantize {source} to {quant} (status {status}); see its message above"
+        )

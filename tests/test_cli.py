@@ -1,0 +1,264 @@
+"""The command line, through click's CliRunner: every input format, bad input, options, default model."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from localscore import Scorer
+from localscore.cli import cli
+from tests.checkpoints import populate_hub_cache
+
+DATA = Path(__file__).parent / "data"
+
+
+@pytest.fixture(scope="module")
+def model(gguf_file) -> Path:
+    return gguf_file("f32")
+
+
+@pytest.fixture(scope="module")
+def api_scorer(model):
+    with Scorer.from_path(model) as scorer:
+        yield scorer
+
+
+def run(*args: str, input: str | bytes | None = None, env: dict | None = None):
+    return CliRunner().invoke(cli, [str(a) for a in args], input=input, env=env, catch_exceptions=False)
+
+
+def lines(text: str) -> list[dict]:
+    return [json.loads(line) for line in text.splitlines()]
+
+
+def write_jsonl(path: Path, records: list) -> Path:
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def alpaca(pairs) -> list[dict]:
+    return [{"id": i, "instruction": a, "output": b} for i, (a, b) in enumerate(pairs[:12])]
+
+
+def test_alpaca_jsonl_round_trip(tmp_path, model, alpaca, api_scorer):
+    src = write_jsonl(tmp_path / "in.jsonl", alpaca)
+    out = tmp_path / "out.jsonl"
+    result = run("score", src, "-o", out, "-m", model)
+    assert result.exit_code == 0, result.output
+    got = lines(out.read_text())
+    assert [{k: v for k, v in r.items() if k != "quality_score"} for r in got] == alpaca
+    assert [r["quality_score"] for r in got] == api_scorer.score_many([(r["instruction"], r["output"]) for r in alpaca])
+    assert "12 records (12 turns" in result.stderr and "12 scored, 0 errored, 0 truncated" in result.stderr
+    assert not (tmp_path / "out.jsonl.partial").exists()
+
+
+def test_alpaca_input_field_is_joined_to_the_instruction(tmp_path, model, api_scorer):
+    src = write_jsonl(tmp_path / "in.jsonl", [{"instruction": "Translate to French.", "input": "Good morning",
+                                                "output": "Bonjour"}])
+    got = lines(run("score", src, "-m", model, "-q").stdout)
+    assert got[0]["quality_score"] == api_scorer.score("Translate to French.\nGood morning", "Bonjour")
+
+
+def test_json_array_from_stdin_to_stdout(model, alpaca):
+    result = run("score", "-", "-m", model, "-q", input=json.dumps(alpaca))
+    assert result.exit_code == 0
+    got = lines(result.stdout)
+    assert [r["id"] for r in got] == [r["id"] for r in alpaca]
+    assert all(1 <= r["quality_score"] <= 6 for r in got)
+    assert result.stderr == ""  # -q: no summary
+
+
+def test_sharegpt_scores_every_human_gpt_turn(tmp_path, model, api_scorer):
+    conversations = json.loads((DATA / "fastchat_dummy_conversation.json").read_text())[:6]
+    src = tmp_path / "sharegpt.json"
+    src.write_text(json.dumps(conversations))
+    got = lines(run("score", src, "-m", model, "-q").stdout)
+    assert len(got) == 6
+    for record, original in zip(got, conversations):
+        turns = original["conversations"]
+        expected_pairs = [(turns[i]["value"], turns[i + 1]["value"]) for i in range(0, len(turns) - 1, 2)]
+        assert record["conversations"] == turns
+        assert record["quality_scores"] == api_scorer.score_many(expected_pairs)
+
+
+def test_messages_skip_system_turns(tmp_path, model, api_scorer):
+    questions = [json.loads(x) for x in (DATA / "mt_bench_question.jsonl").read_text().splitlines()]
+    answers = {a["question_id"]: a["choices"][0]["turns"]
+               for a in map(json.loads, (DATA / "mt_bench_gpt4_reference.jsonl").read_text().splitlines())}
+    records = []
+    for q in questions:
+        if q["question_id"] in answers:
+            a = answers[q["question_id"]]
+            records.append({"messages": [{"role": "system", "content": "You are helpful."},
+                                         {"role": "user", "content": q["turns"][0]},
+                                         {"role": "assistant", "content": a[0]},
+                                         {"role": "user", "content": q["turns"][1]},
+                                         {"role": "assistant", "content": a[1]}]})
+    records = records[:4]
+    src = write_jsonl(tmp_path / "messages.jsonl", records)
+    got = lines(run("score", src, "-m", model, "-q").stdout)
+    for record in got:
+        m = record["messages"]
+        assert record["quality_scores"] == api_scorer.score_many(
+            [(m[1]["content"], m[2]["content"]), (m[3]["content"], m[4]["content"])])
+
+
+def test_complexity_scorer_names_its_fields(tmp_path, model):
+    src = write_jsonl(tmp_path / "in.jsonl", [{"instruction": "Prove that sqrt(2) is irrational."},
+                                               {"conversations": [{"from": "human", "value": "Hi"},
+                                                                  {"from": "gpt", "value": "Hello"},
+                                                                  {"from": "human", "value": "Tell a joke"}]}])
+    result = run("score", src, "-m", model, "--scorer", "complexity", "-q")
+    got = lines(result.stdout)
+    assert 1 <= got[0]["complexity_score"] <= 6
+    assert len(got[1]["complexity_scores"]) == 2  # an unanswered last question still has a complexity
+    with Scorer.from_path(model, "complexity") as scorer:
+        assert got[0]["complexity_score"] == scorer.score("Prove that sqrt(2) is irrational.")
+
+
+BAD_LINES = [
+    (b'{"instruction": "ok", "output": "fine"}', None),
+    (b'this is not json', "not valid JSON"),
+    (b'{"prompt": "x", "completion": "y"}', "no known record shape"),
+    (b'{"instruction": "x", "output": 3}', "'output' must be a string"),
+    (b'{"instruction": "   ", "output": "y"}', "'instruction' is empty"),
+    (b'{"conversations": [{"from": "gpt", "value": "a"}, {"from": "human", "value": "b"}]}', "turn 1"),
+    (b'{"instruction": "a\\u0000b", "output": "y"}', "NUL"),
+    (b'{"instruction": "caf\xe9", "output": "y"}', "UTF-8"),
+    (b'[1, 2]', None),
+    (b'{"instruction": "x", "output": "' + b"y" * 1_100_000 + b'"}', "limit"),
+]
+
+
+def test_bad_records_are_marked_and_the_run_goes_on(tmp_path, model):
+    src = tmp_path / "bad.jsonl"
+    src.write_bytes(b"\n".join(line for line, _ in BAD_LINES) + b"\n")
+    out = tmp_path / "out.jsonl"
+    result = run("score", src, "-o", out, "-m", model)
+    assert result.exit_code == 0, result.output
+    got = lines(out.read_text())
+    assert len(got) == len(BAD_LINES)
+    assert "quality_score" in got[0] and "quality_error" not in got[0]
+    for record, (_, reason) in zip(got[1:], BAD_LINES[1:]):
+        assert "quality_score" not in record
+        if reason:
+            assert reason in record["quality_error"]
+    assert "1 scored, 9 errored" in result.stderr
+
+
+def test_strict_stops_at_the_first_bad_record(tmp_path, model):
+    src = tmp_path / "bad.jsonl"
+    src.write_bytes(b"\n".join(line for line, _ in BAD_LINES[:3]) + b"\n")
+    out = tmp_path / "out.jsonl"
+    out.write_text("previous results\n")
+    result = CliRunner().invoke(cli, ["score", str(src), "-o", str(out), "-m", str(model), "--strict"])
+    assert result.exit_code == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        "Error: record 2: not valid JSON: Expecting value at column 1 (--strict stops at the first bad record)")
+    assert out.read_text() == "previous results\n"  # an existing output is never half-overwritten
+
+
+def test_truncation_is_marked_and_the_error_policy_reports(tmp_path, model):
+    long = " ".join(f"Paragraph {i} goes on and on." for i in range(300))
+    src = write_jsonl(tmp_path / "in.jsonl", [{"instruction": "Summarize.", "output": long},
+                                               {"instruction": "Short?", "output": "Yes."}])
+    result = run("score", src, "-m", model, "--ctx", "256")
+    got = lines(result.stdout)
+    assert got[0]["quality_truncated"] is True and 1 <= got[0]["quality_score"] <= 6
+    assert "quality_truncated" not in got[1]
+    assert "2 scored, 0 errored, 1 truncated" in result.stderr
+    got = lines(run("score", src, "-m", model, "--ctx", "256", "--too-long", "error", "-q").stdout)
+    assert "longer than the 256-token context" in got[0]["quality_error"]
+    assert "quality_score" in got[1]
+
+
+def test_resume_completes_an_interrupted_file_identically(tmp_path, model, alpaca):
+    src = write_jsonl(tmp_path / "in.jsonl", alpaca)
+    full = tmp_path / "full.jsonl"
+    assert run("score", src, "-o", full, "-m", model, "-q").exit_code == 0
+    reference = full.read_bytes()
+    out = tmp_path / "out.jsonl"
+    cut = reference.index(b"\n", len(reference) // 2) + 20  # mid-line, as kill -9 leaves it
+    (tmp_path / "out.jsonl.partial").write_bytes(reference[:cut])
+    result = run("score", src, "-o", out, "-m", model, "--resume")
+    assert result.exit_code == 0, result.output
+    assert out.read_bytes() == reference
+    assert "resumed" in result.stderr
+    # Resuming against another input is refused rather than mixed in.
+    other = write_jsonl(tmp_path / "other.jsonl", [dict(r, instruction=r["instruction"] + "!") for r in alpaca])
+    (tmp_path / "out.jsonl.partial").write_bytes(reference[:cut])
+    result = CliRunner().invoke(cli, ["score", str(other), "-o", str(out), "-m", str(model), "--resume"])
+    assert result.exit_code == 1 and "drop --resume" in result.output
+
+
+def test_user_errors_are_one_line(tmp_path, model):
+    cases = [
+        (["score", str(tmp_path / "missing.jsonl"), "-m", str(model)], "missing.jsonl"),
+        (["score", "-", "-m", str(tmp_path / "nope.gguf")], "nope.gguf does not exist"),
+        (["score", "-", "-m", str(model), "--resume"], "--resume needs an output file"),
+        (["score", "-", "-m", str(model), "--scorer", "helpfulness"], "Invalid value for '-s' / '--scorer'"),
+    ]
+    for args, expected in cases:
+        result = CliRunner().invoke(cli, args, input="")
+        assert result.exit_code in (1, 2), args
+        assert expected in result.output
+        assert "Traceback" not in result.output
+        assert result.output.strip().count("\n") <= 3  # click usage lines at most, never a traceback
+
+
+def _localscore(*args: str, env: dict, input: str = "") -> subprocess.CompletedProcess:
+    """A real process: environment read at start-up (huggingface_hub reads HF_HUB_* once, on import)."""
+    return subprocess.run([sys.executable, "-m", "localscore", *map(str, args)], input=input, env={**os.environ, **env},
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_default_model_is_converted_once_from_the_hub_cache(tmp_path, tiny_checkpoint):
+    hub = tmp_path / "hub"
+    populate_hub_cache(hub, "hkust-nlp/deita-quality-scorer", tiny_checkpoint)
+    env = {"HF_HUB_CACHE": str(hub), "HF_HUB_OFFLINE": "1", "LOCALSCORE_CACHE": str(tmp_path / "cache"),
+           "LOCALSCORE_MODEL": ""}
+    src = write_jsonl(tmp_path / "in.jsonl", [{"instruction": "Hi?", "output": "Hello."}])
+    first = _localscore("score", src, env=env)
+    assert first.returncode == 0, first.stderr
+    assert "first use: converting hkust-nlp/deita-quality-scorer" in first.stderr
+    assert (tmp_path / "cache" / "deita-quality-scorer.q4_k_m.gguf").is_file()
+    second = _localscore("score", src, env=env)
+    assert second.returncode == 0 and "converting" not in second.stderr
+    assert lines(second.stdout) == lines(first.stdout)
+
+
+def test_default_model_offline_without_cache_says_what_to_do(tmp_path):
+    env = {"HF_HUB_CACHE": str(tmp_path / "empty-hub"), "HF_HUB_OFFLINE": "1",
+           "LOCALSCORE_CACHE": str(tmp_path / "cache"), "LOCALSCORE_MODEL": ""}
+    result = _localscore("score", "-", env=env)
+    assert result.returncode == 1
+    message = result.stderr.strip().splitlines()[-1]
+    assert message.startswith("Error: no model given (-m)") and "Traceback" not in result.stderr
+    assert "localscore convert hkust-nlp/deita-quality-scorer" in message
+
+
+def test_convert_command(tmp_path, tiny_checkpoint):
+    out = tmp_path / "m.gguf"
+    result = run("convert", tiny_checkpoint, "-o", out, "--quant", "q8_0")
+    assert result.exit_code == 0, result.output
+    assert out.is_file() and f"wrote {out}" in result.stderr
+    with Scorer.from_path(out) as scorer:
+        assert scorer.engine.info.file_type == "q8_0"
+    bad = CliRunner().invoke(cli, ["convert", str(tmp_path / "nowhere"), "-o", str(tmp_path / "x.gguf")])
+    assert bad.exit_code == 1 and bad.output.startswith("Error: ") and "nowhere" in bad.output
+    assert not (tmp_path / "x.gguf").exists()
+
+
+def test_model_from_environment_variable(tmp_path, model, monkeypatch):
+    shutil.copyfile(model, tmp_path / "env.gguf")
+    monkeypatch.setenv("LOCALSCORE_MODEL", str(tmp_path / "env.gguf"))
+    result = run("score", "-", "-q", input='{"instruction": "a", "output": "b"}\n')
+    assert result.exit_code == 0 and "quality_score" in result.stdout
