@@ -14,9 +14,10 @@ from .errors import InputError
 from .records import Record, result, result_fields
 from .templates import Template
 
-# Input JSON may hold "\ud800"-style escapes that decode to lone surrogates, which UTF-8 cannot encode; written
-# back as the same escapes, the line stays valid UTF-8 and reads back to the same value.
-_SURROGATE = re.compile("[\ud800-\udfff]")
+# Written as \u escapes: lone surrogates (from "\ud800"-style input escapes), which UTF-8 cannot encode, and the
+# characters that some line readers (str.splitlines, older JavaScript) take for line breaks. The line stays one
+# valid UTF-8 line and reads back to the same value. json.dumps emits them only inside strings.
+_ESCAPE = re.compile("[\x85\u2028\u2029\ud800-\udfff]")
 # What a shell reports for a process killed by SIGPIPE: `localscore ... | head` ends like any other Unix tool.
 _BROKEN_PIPE_STATUS = 141
 
@@ -101,11 +102,7 @@ class ResultWriter:
 
     def write(self, obj: dict) -> None:
         """Append one result as a JSON line and flush it, so that a killed run loses at most the line in flight."""
-        text = json.dumps(obj, ensure_ascii=False)
-        try:
-            line = text.encode("utf-8")
-        except UnicodeEncodeError:
-            line = _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text).encode("utf-8")
+        line = _ESCAPE.sub(lambda m: f"\\u{ord(m.group()):04x}", json.dumps(obj, ensure_ascii=False)).encode("utf-8")
         if self._partial is None:
             try:
                 self._file.write(line + b"\n")

@@ -191,6 +191,17 @@ def test_lone_surrogates_are_written_as_escapes(tmp_path):
     assert json.loads(data) == {"id": "a\ud800b", "text": "caf\u00e9 \U0001f600"}
 
 
+def test_unicode_line_separators_are_escaped_so_every_reader_sees_one_line(tmp_path):
+    out = tmp_path / "out.jsonl"
+    value = {"text": "a\x85b\u2028c\u2029d"}
+    with ResultWriter(out) as writer:
+        writer.write(value)
+        writer.finish()
+    text = out.read_text(encoding="utf-8")
+    assert text == '{"text": "a\\u0085b\\u2028c\\u2029d"}\n'
+    assert len(text.splitlines()) == 1 and json.loads(text) == value
+
+
 _json = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(
     st.characters(codec=None, exclude_categories=())), lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
     st.text(st.characters(codec=None, exclude_categories=()), max_size=5), inner, max_size=3), max_leaves=10)
