@@ -74,7 +74,7 @@ def convert(source: str, output: Path, quant: str) -> None:
 @click.option("too_long", "--too-long", type=click.Choice(TOO_LONG_POLICIES), default="truncate", show_default=True,
               help="Prompts over the context: cut the response's middle, or report an error.")
 @click.option("pack", "--pack", type=click.IntRange(1, 64), default=1, show_default=True,
-              help="Prompts per decode call; >1 helps GPUs but scores then vary slightly with batch-mates.")
+              help="Prompts per decode call, for GPUs; scores may then vary slightly with batch-mates.")
 @click.option("resume", "--resume", is_flag=True, help="Continue an interrupted run into the same -o file.")
 @click.option("strict", "--strict", is_flag=True, help="Stop at the first bad record instead of marking it.")
 @click.option("quiet", "-q", "--quiet", is_flag=True, help="No progress bar and no summary.")

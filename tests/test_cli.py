@@ -262,3 +262,25 @@ def test_model_from_environment_variable(tmp_path, model, monkeypatch):
     monkeypatch.setenv("LOCALSCORE_MODEL", str(tmp_path / "env.gguf"))
     result = run("score", "-", "-q", input='{"instruction": "a", "output": "b"}\n')
     assert result.exit_code == 0 and "quality_score" in result.stdout
+
+
+def test_hostile_checkpoint_and_broken_model_end_in_one_line(tmp_path, tiny_checkpoint, model):
+    import collections
+
+    from tests.test_checkpoint import payloads, tensor, torch_zip
+
+    folder = tmp_path / "hostile"
+    shutil.copytree(tiny_checkpoint, folder)
+    marker = tmp_path / "pwned"
+    shard = folder / "pytorch_model-00001-of-00002.bin"
+    torch_zip(shard, collections.OrderedDict(ok=tensor(), evil=payloads(marker)["builtins.exec"]))
+    result = CliRunner().invoke(cli, ["convert", str(folder), "-o", str(tmp_path / "out.gguf"), "-q", "f16"])
+    assert result.exit_code == 1
+    assert result.output.startswith(f"Error: {shard} is unsafe: its pickle calls builtins.exec")
+    assert result.output.count("\n") == 1 and not marker.exists() and not (tmp_path / "out.gguf").exists()
+
+    broken = tmp_path / "broken.gguf"
+    broken.write_bytes(model.read_bytes()[:100_000])
+    result = CliRunner().invoke(cli, ["score", "-", "-m", str(broken)], input='{"instruction": "a", "output": "b"}\n')
+    assert result.exit_code == 1
+    assert result.output.startswith(f"Error: cannot load {broken}") and result.output.count("\n") == 1

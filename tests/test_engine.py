@@ -142,10 +142,14 @@ def test_model_without_digit_tokens_is_refused(tmp_path):
         Scorer.from_path(path)
 
 
-def test_unknown_architecture_is_refused(tmp_path):
+@pytest.mark.parametrize("arch, message", [
+    ("internlm2", r"other\.gguf is a 'internlm2' model; localscore scores with Llama-family scorers"),  # loads
+    ("notallama", r"cannot load .*other\.gguf.*unknown model architecture: 'notallama'"),  # llama.cpp refuses
+])
+def test_other_architectures_are_refused(tmp_path, arch, message):
     path = tmp_path / "other.gguf"
-    _write_llama_gguf(path, [b"<unk>", b"<s>", b"</s>", b"1"], arch="notallama")
-    with pytest.raises(ModelError, match=r"cannot load .*other\.gguf.*notallama"):
+    _write_llama_gguf(path, [b"<unk>", b"<s>", b"</s>", b"1"], arch=arch)
+    with pytest.raises(ModelError, match=message):
         Scorer.from_path(path)
 
 
