@@ -98,6 +98,10 @@ def score(input_path: str, output: Path | None, model_path: Path | None, scorer:
     source = sys.stdin.buffer if input_path == "-" else input_path
     with Scorer.from_path(model, scorer, ctx=ctx, threads=threads, n_gpu_layers=n_gpu_layers, too_long=too_long,
                           pack=pack, verbose=verbose) as model_scorer:
+        if not quiet:
+            info = model_scorer.engine.info
+            _log(f"{info.path.name}: {scorer} scorer, {info.file_type}, context {info.n_ctx}, "
+                 f"{info.n_threads} threads")
         summary = score_file(source, output, model_scorer, resume=resume, strict=strict,
                              progress=not quiet and sys.stderr.isatty())
     if not quiet:

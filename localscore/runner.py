@@ -59,6 +59,10 @@ class _Prepared:
     def truncated(self) -> bool:
         return any(p.truncated for p in self.prompts)
 
+    @property
+    def tokens(self) -> int:
+        return sum(len(p.ids) for p in self.prompts)
+
 
 def score_file(source: str | os.PathLike | BinaryIO, output: str | os.PathLike | None, scorer: Scorer, *,
                resume: bool = False, strict: bool = False, progress: bool = False) -> Summary:
@@ -72,12 +76,14 @@ def score_file(source: str | os.PathLike | BinaryIO, output: str | os.PathLike |
         if writer.done:
             _skip_resumed(records, writer, template, source, output)
             summary.resumed = writer.done
-        bar = Progress(_count_records(source), done=writer.done, enabled=progress)
+        bar = Progress(_count_records(source) if progress else None, done=writer.done, enabled=progress)
         try:
             for chunk in _chunks(records, CHUNK):
-                for item in [_prepare(scorer, record) for record in chunk]:
-                    writer.write(_score(scorer, item, strict, summary))
-                    bar.update(1, sum(len(p.ids) for p in item.prompts))
+                for group in _groups([_prepare(scorer, record) for record in chunk], scorer.pack):
+                    scores = iter(scorer.score_prompts([p for item in group for p in item.prompts]))
+                    for item in group:
+                        writer.write(_result(template, item, [next(scores) for _ in item.prompts], strict, summary))
+                        bar.update(1, item.tokens)
         except KeyboardInterrupt:
             summary.seconds = time.perf_counter() - start
             where = f"; rerun with --resume to continue {output}" if output else ""
@@ -114,18 +120,31 @@ def _prepare(scorer: Scorer, record: Record) -> _Prepared:
     return _Prepared(record, prompts, None)
 
 
-def _score(scorer: Scorer, item: _Prepared, strict: bool, summary: Summary) -> dict:
-    template = scorer.template
+def _groups(items: list[_Prepared], pack: int) -> Iterator[list[_Prepared]]:
+    """Consecutive records holding at least `pack` prompts between them, scored in one call so that packing
+    spans records; with pack=1 every record is its own group and is written as soon as it is scored."""
+    group: list[_Prepared] = []
+    prompts = 0
+    for item in items:
+        group.append(item)
+        prompts += len(item.prompts)
+        if prompts >= pack:
+            yield group
+            group, prompts = [], 0
+    if group:
+        yield group
+
+
+def _result(template: Template, item: _Prepared, scores: list[float], strict: bool, summary: Summary) -> dict:
     summary.records += 1
     if item.error is not None:
         if strict:
             raise InputError(f"record {item.record.number}: {item.error} (--strict stops at the first bad record)")
         summary.errored += 1
         return result(item.record, template, error=item.error)
-    scores = scorer.score_prompts(item.prompts)
     summary.scored += 1
     summary.turns += len(scores)
-    summary.tokens += sum(len(p.ids) for p in item.prompts)
+    summary.tokens += item.tokens
     summary.truncated += item.truncated
     return result(item.record, template, scores, truncated=item.truncated)
 

@@ -54,3 +54,22 @@ def test_every_record_gets_exactly_one_line_with_a_score_or_a_reason(scorer, lin
         if has_score:
             values = obj.get("quality_scores", [obj.get("quality_score")])
             assert values and all(isinstance(v, float) and math.isfinite(v) and 1 <= v <= 6 for v in values)
+
+
+def test_pack_spans_records_and_keeps_order(gguf_file, pairs, tmp_path, monkeypatch):
+    data = "".join(json.dumps({"instruction": a, "output": b}) + "\n" for a, b in pairs[:10])
+    with Scorer.from_path(gguf_file("q8_0")) as scorer:
+        single = score_file(io.BytesIO(data.encode()), tmp_path / "single.jsonl", scorer)
+    with Scorer.from_path(gguf_file("q8_0"), pack=4) as scorer:
+        calls = []
+        decode = scorer.engine.logits_many
+        monkeypatch.setattr(scorer.engine, "logits_many", lambda prompts, targets: calls.append(len(prompts))
+                            or decode(prompts, targets))
+        packed = score_file(io.BytesIO(data.encode()), tmp_path / "packed.jsonl", scorer)
+    assert calls == [4, 4, 2]
+    assert packed.scored == single.scored == 10
+    single_lines, packed_lines = ([json.loads(x) for x in (tmp_path / name).read_text().splitlines()]
+                                  for name in ("single.jsonl", "packed.jsonl"))
+    for a, b in zip(single_lines, packed_lines):
+        assert a["instruction"] == b["instruction"]
+        assert abs(a["quality_score"] - b["quality_score"]) <= 0.15
