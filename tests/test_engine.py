@@ -14,8 +14,9 @@ from localscore.engine import Engine, physical_cores
 from localscore.prompts import shared_head
 from localscore.templates import COMPLEXITY, QUALITY
 
-# Measured on the tiny q8_0 model, 24 pairs, packs of 4 in shuffled orders: max |delta score| 0.0 here
-# (llama.cpp picks the same kernels for these shapes), up to ~0.1 reported on other CPUs. Bound it loosely.
+# Measured with packs of 4: 0.0 on the tiny q8_0 model and these 24 pairs (llama.cpp picks the same kernels for
+# these shapes); up to 0.25 on the larger random benchmark model (benchmarks/README.md), ~0.1 reported on other
+# CPUs. The bound is loose on purpose: it catches a packing bug (scores of the wrong prompt), not kernel noise.
 PACK_DRIFT = 0.15
 
 

@@ -3,11 +3,11 @@
 The tiny checkpoint's scores spread over most of 1..6 (checked below), so a wrong permutation, vocabulary,
 template or softmax shows up as a large difference, not as noise around 3.5.
 
-Tolerances were measured on this checkpoint over 60 real pairs (max / mean |delta score|, quality scorer):
-  f32   5.2e-5 / 6.6e-6    (exact: f32 KV cache, no flash attention; the limit asked is 1e-4)
-  f16   9.7e-3 / 1.7e-3
-  bf16  8.0e-2 / 1.2e-2    (weights are exact; llama.cpp computes bf16 matmuls and an f16 KV cache)
-  q8_0  4.5e-1 / 6.0e-2    (random weights quantize badly; real scorers drift far less)
+Tolerances were measured on this checkpoint over 80 real pairs (max / mean |delta score|, worse of the two prompts):
+  f32   1.0e-5 / 2.7e-6    (f32 KV cache, no flash attention; the limit asked is 1e-4)
+  f16   4.4e-3 / 1.1e-3
+  bf16  2.4e-2 / 5.5e-3    (weights are exact; llama.cpp computes bf16 matmuls and an f16 KV cache)
+  q8_0  1.6e-1 / 3.4e-2    (random weights quantize worse than trained ones)
 The asserted bounds below leave about 2x headroom over those measurements.
 """
 
@@ -22,10 +22,10 @@ from tests.reference import ReferenceScorer
 
 N_PAIRS = 40
 TOLERANCES = {  # quant: (max |delta|, mean |delta|)
-    "f32": (1e-4, 2e-5),
-    "f16": (2e-2, 4e-3),
-    "bf16": (0.15, 0.025),
-    "q8_0": (0.8, 0.12),
+    "f32": (1e-4, 1e-5),
+    "f16": (1e-2, 2.5e-3),
+    "bf16": (5e-2, 1.2e-2),
+    "q8_0": (0.3, 0.07),
 }
 
 
@@ -52,7 +52,7 @@ def test_reference_scores_are_spread(reference_scores):
     # A test model whose scores all sit near 3.5 could not catch a broken conversion.
     for scores in reference_scores.values():
         assert scores.std() > 0.5
-        assert scores.min() < 2.5 and scores.max() > 4.5
+        assert scores.max() - scores.min() > 2.5
 
 
 @pytest.mark.parametrize("template", [QUALITY, COMPLEXITY], ids=lambda t: t.name)
