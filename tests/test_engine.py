@@ -15,7 +15,7 @@ from localscore.prompts import shared_head
 from localscore.templates import COMPLEXITY, QUALITY
 
 # Measured with packs of 4: 0.0 on the tiny q8_0 model and these 24 pairs (llama.cpp picks the same kernels for
-# these shapes); up to 0.25 on the larger random benchmark model (benchmarks/README.md), ~0.1 reported on other
+# these shapes); up to 0.11 on the larger random benchmark model (benchmarks/README.md), ~0.1 reported on other
 # CPUs. The bound is loose on purpose: it catches a packing bug (scores of the wrong prompt), not kernel noise.
 PACK_DRIFT = 0.15
 
