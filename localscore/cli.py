@@ -15,7 +15,6 @@ from .prompts import TOO_LONG_POLICIES
 from .templates import TEMPLATES
 
 
-
 class _Group(click.Group):
     def invoke(self, ctx: click.Context):
         # The one place where a user's mistake becomes a one-line error; anything else is a bug and keeps
