@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import ctypes
-import logging
 import os
 from pathlib import Path
 
 import llama_cpp
 
+from localscore.engine import forget_log, llama_said
 from localscore.errors import ConversionError
 
 # localscore's quant names -> llama.cpp's file types (what llama-quantize calls Q4_K_M etc.).
@@ -18,8 +18,6 @@ FTYPES = {
     "q5_k_m": llama_cpp.LLAMA_FTYPE_MOSTLY_Q5_K_M,
     "q4_k_m": llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_K_M,
 }
-# llama-cpp-python routes llama.cpp's log through this logger; quantizing logs a line per tensor.
-LLAMA_CPP_LOGGER = "llama-cpp-python"
 
 
 def quantize(source: Path, output: Path, quant: str) -> None:
@@ -27,14 +25,8 @@ def quantize(source: Path, output: Path, quant: str) -> None:
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = FTYPES[quant]
     params.nthread = os.cpu_count() or 1
-    logger = logging.getLogger(LLAMA_CPP_LOGGER)
-    level = logger.level
-    logger.setLevel(logging.ERROR)  # keep llama.cpp's errors, drop its per-tensor progress
-    try:
-        status = llama_cpp.llama_model_quantize(os.fsencode(source), os.fsencode(output), ctypes.byref(params))
-    finally:
-        logger.setLevel(level)
+    # localscore.engine owns llama.cpp's log: the per-tensor progress stays hidden, the cause of a failure is quoted.
+    forget_log()
+    status = llama_cpp.llama_model_quantize(os.fsencode(source), os.fsencode(output), ctypes.byref(params))
     if status != 0:
-        raise ConversionError(
-            f"llama.cpp could not quantize {source} to {quant} (status {status}); see its message above"
-        )
+        raise ConversionError(f"llama.cpp could not quantize {source} to {quant} (status {status}){llama_said()}")

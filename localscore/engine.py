@@ -41,7 +41,13 @@ def _log(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
 llama_cpp.llama_log_set(_log, ctypes.c_void_p(0))
 
 
-def _llama_said() -> str:
+def forget_log() -> None:
+    """Start a fresh log tail before a llama.cpp call whose failure llama_said() should explain."""
+    _log_lines.clear()
+
+
+def llama_said() -> str:
+    """" (llama.cpp: <first error it logged>)", or "" when it logged none."""
     errors = [ln.strip() for ln in _log_lines if "error" in ln.lower() or "failed" in ln.lower()]
     # The first complaint is the cause; later ones ("failed to load model") only repeat that it failed.
     return f" (llama.cpp: {errors[0].split('error loading model: ')[-1]})" if errors else ""
@@ -112,10 +118,10 @@ class Engine:
         if has_amx():
             # Without the extra (AMX/repack) buffer types the CPU path is stable and, measured here, faster.
             mparams.use_extra_bufts = False
-        _log_lines.clear()
+        forget_log()
         self._model = llama_cpp.llama_model_load_from_file(str(self.path).encode(), mparams)
         if not self._model:
-            raise ModelError(f"cannot load {self.path}: not a valid GGUF model file{_llama_said()}")
+            raise ModelError(f"cannot load {self.path}: not a valid GGUF model file{llama_said()}")
         try:
             self._vocab = llama_cpp.llama_model_get_vocab(self._model)
             arch = self.meta("general.architecture") or "unknown"
@@ -149,7 +155,7 @@ class Engine:
             self._ctx = llama_cpp.llama_init_from_model(self._model, cparams)
             if not self._ctx:
                 raise ModelError(f"cannot create a llama.cpp context for {self.path} with n_ctx={cparams.n_ctx}"
-                                 f"{_llama_said()}; try a smaller --ctx")
+                                 f"{llama_said()}; try a smaller --ctx")
             self._mem = llama_cpp.llama_get_memory(self._ctx)
             self.n_batch = llama_cpp.llama_n_batch(self._ctx)
             self.n_ctx = min(requested, self.n_batch)  # the longest prompt this engine evaluates
@@ -293,7 +299,7 @@ class Engine:
         self._batch.n_tokens = n
         rc = llama_cpp.llama_decode(self._ctx, self._batch)
         if rc != 0:
-            raise ModelError(f"llama_decode failed with code {rc} on {self.path}{_llama_said()}")
+            raise ModelError(f"llama_decode failed with code {rc} on {self.path}{llama_said()}")
         return last_index
 
     def _set_seq(self, start: int, count: int, seq: int) -> None:

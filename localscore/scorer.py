@@ -52,11 +52,8 @@ class Scorer:
         return build(self.template, instruction, response, self.engine, self.engine.n_ctx, self.too_long)
 
     def score_prompts(self, prompts: Sequence[Prompt]) -> list[float]:
-        scores = []
-        for start in range(0, len(prompts), self.pack):
-            group = [p.ids for p in prompts[start:start + self.pack]]
-            scores.extend(expected_score(logits) for logits in self.engine.logits_many(group, self.label_ids))
-        return scores
+        """Scores of prompts built by prompt(); the engine packs up to `pack` of them per decode call."""
+        return [expected_score(logits) for logits in self.engine.logits_many([p.ids for p in prompts], self.label_ids)]
 
     def score(self, instruction: str, response: str | None = None) -> float:
         """The score of one pair (the response is ignored by the complexity scorer)."""

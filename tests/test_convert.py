@@ -376,7 +376,7 @@ def test_corrupt_weights_found_mid_write_leave_nothing(broken, tmp_path):
 
 def test_failed_quantization_is_one_line(tmp_path):
     (tmp_path / "in.gguf").write_bytes(b"not a gguf")
-    with pytest.raises(ConversionError, match="could not quantize .*in.gguf to q4_k_m"):
+    with pytest.raises(ConversionError, match=r"could not quantize .*in.gguf to q4_k_m \(status 1\) \(llama.cpp: .*failed"):
         quantize(tmp_path / "in.gguf", tmp_path / "out.gguf", "q4_k_m")
     assert not (tmp_path / "out.gguf").exists()
 

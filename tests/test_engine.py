@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 import shutil
 
@@ -96,7 +97,7 @@ def test_score_token_ids_come_from_the_vocabulary(gguf_file):
 
 
 def test_physical_cores_is_sane():
-    assert 1 <= physical_cores() <= (__import__("os").cpu_count() or 1)
+    assert 1 <= physical_cores() <= (os.cpu_count() or 1)
 
 
 # -- models it must refuse, each with one clear line naming the file ----------------------------------------
