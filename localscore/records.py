@@ -195,7 +195,7 @@ def _load_document(name: str, data: bytes) -> object:
 def _array_records(value: list, template: Template) -> Iterator[Record]:
     for index, element in enumerate(value):
         if isinstance(element, dict):
-            yield _record(index + 1, element, template)
+            yield make_record(index + 1, element, template)
         else:
             raw = json.dumps(element, ensure_ascii=False)
             yield _unparsed(index + 1, raw, f"expected a JSON object, got {_json_type(element)}")
@@ -229,14 +229,15 @@ def _line_record(number: int, line: bytes, template: Template) -> Record:
         return unparsed(f"not valid JSON: {e}")
     if not isinstance(value, dict):
         return unparsed(f"expected a JSON object, got {_json_type(value)}")
-    return _record(number, value, template)
+    return make_record(number, value, template)
 
 
 def _unparsed(number: int, raw: str, reason: str) -> Record:
     return Record(number=number, data=None, raw=raw, kind=None, turns=(), error=reason)
 
 
-def _record(number: int, data: dict, template: Template) -> Record:
+def make_record(number: int, data: dict, template: Template) -> Record:
+    """The Record of one parsed JSON object (or table row): its shape detected, its turns read, or its error."""
     shapes = [key for key in ("instruction", "conversations", "messages") if key in data]
     if not shapes and "output" in data:
         shapes = ["instruction"]  # an Alpaca record that lost its instruction: say so rather than "unknown shape"

@@ -8,18 +8,15 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Iterable, Iterator
+from typing import BinaryIO, Iterator
 
+from .batch import Scored, score_records
 from .errors import InputError, LocalscoreError
 from .output import ResultWriter
 from .progress import Progress
-from .prompts import Prompt, PromptTooLong
-from .records import Record, read_records, result
+from .records import Record, read_records
 from .scorer import Scorer
 from .templates import Template
-
-# Records whose prompts are built and tokenized ahead of the decode loop, so the loop only decodes.
-CHUNK = 64
 
 
 @dataclass
@@ -32,6 +29,14 @@ class Summary:
     tokens: int = 0
     resumed: int = 0
     seconds: float = 0.0
+
+    def add(self, scored: Scored) -> None:
+        self.records += 1
+        self.errored += scored.error is not None
+        self.scored += scored.error is None
+        self.turns += scored.turns
+        self.tokens += scored.tokens
+        self.truncated += scored.truncated
 
     def line(self) -> str:
         tps = self.tokens / self.seconds if self.seconds > 0 else 0.0
@@ -49,21 +54,6 @@ class Interrupted(LocalscoreError):
         self.summary = summary
 
 
-@dataclass(frozen=True)
-class _Prepared:
-    record: Record
-    prompts: list[Prompt]
-    error: str | None
-
-    @property
-    def truncated(self) -> bool:
-        return any(p.truncated for p in self.prompts)
-
-    @property
-    def tokens(self) -> int:
-        return sum(len(p.ids) for p in self.prompts)
-
-
 def score_file(source: str | os.PathLike | BinaryIO, output: str | os.PathLike | None, scorer: Scorer, *,
                resume: bool = False, strict: bool = False, progress: bool = False) -> Summary:
     """Score every record of `source` into `output` (None: stdout). Bad records get `<scorer>_error` in their
@@ -78,12 +68,10 @@ def score_file(source: str | os.PathLike | BinaryIO, output: str | os.PathLike |
             summary.resumed = writer.done
         bar = Progress(_count_records(source) if progress else None, done=writer.done, enabled=progress)
         try:
-            for chunk in _chunks(records, CHUNK):
-                for group in _groups([_prepare(scorer, record) for record in chunk], scorer.pack):
-                    scores = iter(scorer.score_prompts([p for item in group for p in item.prompts]))
-                    for item in group:
-                        writer.write(_result(template, item, [next(scores) for _ in item.prompts], strict, summary))
-                        bar.update(1, item.tokens)
+            for scored in score_records(scorer, records, strict=strict):
+                writer.write(scored.output)
+                summary.add(scored)
+                bar.update(1, scored.tokens)
         except KeyboardInterrupt:
             summary.seconds = time.perf_counter() - start
             where = f"; rerun with --resume to continue {output}" if output else ""
@@ -105,54 +93,6 @@ def _skip_resumed(records: Iterator[Record], writer: ResultWriter, template: Tem
         raise InputError(f"{output} has {writer.done:,} results but {_name(source)} has only {count:,} "
                          "records: it is the output of another input; remove it or drop --resume")
     writer.check_resumed(last, template)
-
-
-def _prepare(scorer: Scorer, record: Record) -> _Prepared:
-    if record.error:
-        return _Prepared(record, [], record.error)
-    prompts = []
-    for i, turn in enumerate(record.turns, start=1):
-        try:
-            prompts.append(scorer.prompt(turn.instruction, turn.response))
-        except PromptTooLong as e:
-            where = f"turn {i}: " if len(record.turns) > 1 else ""
-            return _Prepared(record, [], f"{where}{e}")
-    return _Prepared(record, prompts, None)
-
-
-def _groups(items: list[_Prepared], pack: int) -> Iterator[list[_Prepared]]:
-    """Consecutive records holding at least `pack` prompts between them, scored in one call so that packing
-    spans records; with pack=1 every record is its own group and is written as soon as it is scored."""
-    group: list[_Prepared] = []
-    prompts = 0
-    for item in items:
-        group.append(item)
-        prompts += len(item.prompts)
-        if prompts >= pack:
-            yield group
-            group, prompts = [], 0
-    if group:
-        yield group
-
-
-def _result(template: Template, item: _Prepared, scores: list[float], strict: bool, summary: Summary) -> dict:
-    summary.records += 1
-    if item.error is not None:
-        if strict:
-            raise InputError(f"record {item.record.number}: {item.error} (--strict stops at the first bad record)")
-        summary.errored += 1
-        return result(item.record, template, error=item.error)
-    summary.scored += 1
-    summary.turns += len(scores)
-    summary.tokens += item.tokens
-    summary.truncated += item.truncated
-    return result(item.record, template, scores, truncated=item.truncated)
-
-
-def _chunks(items: Iterable[Record], size: int) -> Iterator[list[Record]]:
-    it = iter(items)
-    while chunk := list(itertools.islice(it, size)):
-        yield chunk
 
 
 def _count_records(source: str | os.PathLike | BinaryIO) -> int | None:
