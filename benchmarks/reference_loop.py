@@ -22,9 +22,10 @@ def main() -> None:
     parser.add_argument("pairs")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--threads", type=int)
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     args = parser.parse_args()
 
-    reference = ReferenceScorer(args.checkpoint, threads=args.threads)
+    reference = ReferenceScorer(args.checkpoint, threads=args.threads, dtype=args.dtype)
     with open(args.pairs, encoding="utf-8") as f:
         records = [json.loads(line) for line in f if line.strip()]
     prompts = [QUALITY.format(r["instruction"], r["output"]) for r in records]

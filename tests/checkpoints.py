@@ -62,37 +62,46 @@ def config(shape: Shape) -> dict:
     }
 
 
+def tensor_plan(shape: Shape) -> list[tuple[str, tuple[int, ...], str, float]]:
+    """(name, HF shape (out_features, in_features), kind, gain) of every tensor, in the order they are drawn.
+    kind is "embed" (unit normal), "linear" (normal * gain / sqrt(in_features)) or "norm" (1 + 0.1 * normal)."""
+    head_dim = shape.hidden // shape.heads
+    plan = [("model.embed_tokens.weight", (shape.vocab, shape.hidden), "embed", 1.0)]
+    for i in range(shape.layers):
+        p = f"model.layers.{i}."
+        plan += [
+            (p + "input_layernorm.weight", (shape.hidden,), "norm", 1.0),
+            # A larger q/k gain gives peaked attention, so the last position depends on what the prompt says.
+            (p + "self_attn.q_proj.weight", (shape.heads * head_dim, shape.hidden), "linear", 1.5),
+            (p + "self_attn.k_proj.weight", (shape.kv_heads * head_dim, shape.hidden), "linear", 1.5),
+            (p + "self_attn.v_proj.weight", (shape.kv_heads * head_dim, shape.hidden), "linear", 1.0),
+            (p + "self_attn.o_proj.weight", (shape.hidden, shape.heads * head_dim), "linear", 1.0),
+            (p + "post_attention_layernorm.weight", (shape.hidden,), "norm", 1.0),
+            (p + "mlp.gate_proj.weight", (shape.intermediate, shape.hidden), "linear", 1.0),
+            (p + "mlp.up_proj.weight", (shape.intermediate, shape.hidden), "linear", 1.0),
+            (p + "mlp.down_proj.weight", (shape.hidden, shape.intermediate), "linear", 1.0),
+        ]
+    plan.append(("model.norm.weight", (shape.hidden,), "norm", 1.0))
+    if not shape.tie_embeddings:
+        plan.append(("lm_head.weight", (shape.vocab, shape.hidden), "linear", 3.5))
+    return plan
+
+
 def weights(shape: Shape, seed: int = 0) -> dict[str, np.ndarray]:
     """float32 weights in Hugging Face names and layout (out_features, in_features)."""
     rng = np.random.default_rng(seed)
-    head_dim = shape.hidden // shape.heads
-
-    def linear(out_features: int, in_features: int, gain: float = 1.0) -> np.ndarray:
-        return (rng.standard_normal((out_features, in_features)) * gain / np.sqrt(in_features)).astype(np.float32)
-
-    def norm(n: int) -> np.ndarray:
-        return (1.0 + 0.1 * rng.standard_normal(n)).astype(np.float32)
-
-    tensors = {"model.embed_tokens.weight": rng.standard_normal((shape.vocab, shape.hidden)).astype(np.float32)}
-    for i in range(shape.layers):
-        p = f"model.layers.{i}."
-        tensors[p + "input_layernorm.weight"] = norm(shape.hidden)
-        # A larger q/k gain gives peaked attention, so the last position depends on what the prompt says.
-        tensors[p + "self_attn.q_proj.weight"] = linear(shape.heads * head_dim, shape.hidden, 1.5)
-        tensors[p + "self_attn.k_proj.weight"] = linear(shape.kv_heads * head_dim, shape.hidden, 1.5)
-        tensors[p + "self_attn.v_proj.weight"] = linear(shape.kv_heads * head_dim, shape.hidden)
-        tensors[p + "self_attn.o_proj.weight"] = linear(shape.hidden, shape.heads * head_dim)
-        tensors[p + "post_attention_layernorm.weight"] = norm(shape.hidden)
-        tensors[p + "mlp.gate_proj.weight"] = linear(shape.intermediate, shape.hidden)
-        tensors[p + "mlp.up_proj.weight"] = linear(shape.intermediate, shape.hidden)
-        tensors[p + "mlp.down_proj.weight"] = linear(shape.hidden, shape.intermediate)
-    tensors["model.norm.weight"] = norm(shape.hidden)
-    if not shape.tie_embeddings:
-        tensors["lm_head.weight"] = linear(shape.vocab, shape.hidden, 3.5)
+    tensors = {}
+    for name, dims, kind, gain in tensor_plan(shape):
+        x = rng.standard_normal(dims)
+        if kind == "linear":
+            x = x * gain / np.sqrt(dims[1])
+        elif kind == "norm":
+            x = 1.0 + 0.1 * x
+        tensors[name] = x.astype(np.float32)
     return tensors
 
 
-def _write_tokenizer_files(folder: Path) -> None:
+def write_tokenizer_files(folder: Path) -> None:
     shutil.copyfile(TOKENIZER_MODEL, folder / "tokenizer.model")
     (folder / "added_tokens.json").write_text(json.dumps({"<pad>": 32000}))
     (folder / "special_tokens_map.json").write_text(
@@ -113,7 +122,7 @@ def write_checkpoint(folder: Path, shape: Shape = TINY, *, fmt: str = "bin", sha
     folder.mkdir(parents=True, exist_ok=True)
     cfg = config(shape) | {"torch_dtype": dtype}
     (folder / "config.json").write_text(json.dumps(cfg, indent=2))
-    _write_tokenizer_files(folder)
+    write_tokenizer_files(folder)
 
     torch_dtype = getattr(torch, dtype)
     tensors = {k: torch.from_numpy(v).to(torch_dtype) for k, v in weights(shape, seed).items()}

@@ -14,7 +14,7 @@ SCORE_TOKEN_IDS = [29896, 29906, 29941, 29946, 29945, 29953]
 
 
 class ReferenceScorer:
-    def __init__(self, checkpoint: Path, threads: int | None = None):
+    def __init__(self, checkpoint: Path, threads: int | None = None, dtype: str = "float32"):
         import sentencepiece
         import torch
         from transformers import LlamaForCausalLM
@@ -23,7 +23,8 @@ class ReferenceScorer:
             torch.set_num_threads(threads)
         self.torch = torch
         self.sp = sentencepiece.SentencePieceProcessor(model_file=str(Path(checkpoint) / "tokenizer.model"))
-        self.model = LlamaForCausalLM.from_pretrained(str(checkpoint), dtype=torch.float32)
+        # Deita runs fp32; bf16 is the fast variant on CPUs with AMX (benchmarks only).
+        self.model = LlamaForCausalLM.from_pretrained(str(checkpoint), dtype=getattr(torch, dtype))
         self.model.eval()
 
     def ids(self, prompt: str) -> list[int]:
@@ -32,7 +33,7 @@ class ReferenceScorer:
     def logits(self, ids: list[int]) -> np.ndarray:
         with self.torch.no_grad():
             out = self.model(self.torch.tensor([ids]))
-        return out.logits[0, -1, SCORE_TOKEN_IDS].numpy()
+        return out.logits[0, -1, SCORE_TOKEN_IDS].float().numpy()
 
     def score(self, prompt: str) -> float:
         logits = self.logits(self.ids(prompt)).astype(np.float64)

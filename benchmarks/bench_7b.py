@@ -1,0 +1,143 @@
+"""The real scorer's shape, measured on this machine: a Llama-7B-shaped checkpoint with seeded random weights,
+written as the Deita scorers ship (bf16 `pytorch_model-0000N-of-00003.bin` shards, ~13.5 GB), then
+
+1. `localscore convert ... --quant q4_k_m` (time, peak RSS),
+2. `localscore score` of N real pairs at q4_k_m (tokens/s, peak RSS),
+3. the reference method (transformers + torch, one sample at a time) in bf16 on the same pairs, and in fp32
+   when the machine has the memory for it (~27 GB of weights).
+
+    .venv/bin/python benchmarks/bench_7b.py [--pairs 16] [--json benchmarks/work/7b/results.json]
+
+Needs ~32 GB of free disk under benchmarks/work/7b (checkpoint, the converter's bf16 intermediate, the GGUF) and
+~15 GB of RAM for the bf16 reference. Every step is its own subprocess (peak RSS from wait4); built files are
+reused by later runs. Takes 15-30 minutes on a 2-core VM. See benchmarks/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from bench import PYTHON, WORK, localscore_command, read_scores, run, worker
+
+SHARDS = 3
+QUANT = "q4_k_m"
+
+
+def build_checkpoint(folder: Path, seed: int = 0) -> None:
+    """Write the 7B checkpoint shard by shard, so that at most one shard (~4.5 GB of bf16) is in memory."""
+    import torch
+
+    from tests.checkpoints import Shape, config, tensor_plan, write_tokenizer_files
+
+    # Llama-7B, as the Deita scorers are: 32 layers of 4096, MHA, ff 11008, the Llama vocabulary + <pad>.
+    shape = Shape(hidden=4096, layers=32, heads=32, kv_heads=32, intermediate=11008)
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps(config(shape), indent=2))
+    write_tokenizer_files(folder)
+    plan = tensor_plan(shape)
+    per_shard = -(-len(plan) // SHARDS)
+    generator = torch.Generator().manual_seed(seed)
+    weight_map, total = {}, 0
+    for n in range(SHARDS):
+        name = f"pytorch_model-{n + 1:05d}-of-{SHARDS:05d}.bin"
+        part = {}
+        for tensor_name, dims, kind, gain in plan[n * per_shard:(n + 1) * per_shard]:
+            x = torch.randn(dims, generator=generator)
+            if kind == "linear":
+                x.mul_(gain / dims[1] ** 0.5)
+            elif kind == "norm":
+                x.mul_(0.1).add_(1.0)
+            part[tensor_name] = x.to(torch.bfloat16)
+            weight_map[tensor_name] = name
+            total += part[tensor_name].numel() * 2
+        torch.save(part, folder / name)
+        print(f"bench_7b: wrote {name}", file=sys.stderr, flush=True)
+        del part
+    index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+    (folder / "pytorch_model.bin.index.json").write_text(json.dumps(index, indent=2))
+
+
+def checkpoint(work: Path) -> Path:
+    folder = work / "deita-7b-random"
+    done = folder / ".done"
+    if not done.is_file():
+        print(f"bench_7b: writing the 7B checkpoint to {folder}", file=sys.stderr, flush=True)
+        r = run([PYTHON, __file__, "--build-checkpoint", str(folder)])  # torch stays out of this process
+        done.write_text(json.dumps({"seconds": r.seconds, "rss_mb": r.rss_mb}))
+    return folder
+
+
+def free_memory_gb() -> float:
+    with open("/proc/meminfo") as f:
+        fields = dict(line.split(":", 1) for line in f)
+    return int(fields["MemAvailable"].split()[0]) / 2**20
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pairs", type=int, default=16)
+    parser.add_argument("--threads", type=int)
+    parser.add_argument("--json", type=Path)
+    parser.add_argument("--no-reference", action="store_true", help="skip the transformers runs")
+    parser.add_argument("--build-checkpoint", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--write-pairs", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.build_checkpoint:
+        build_checkpoint(args.build_checkpoint)
+        return
+    if args.write_pairs:
+        from prepare import pairs_file
+
+        print(json.dumps({"pairs": str(pairs_file(args.write_pairs, args.pairs))}))
+        return
+
+    work = WORK / "7b"
+    work.mkdir(parents=True, exist_ok=True)
+    folder = checkpoint(work)
+    results: dict = {"pairs": args.pairs, "checkpoint_build": json.loads((folder / ".done").read_text())}
+    size = sum(p.stat().st_size for p in folder.glob("*.bin"))
+    results["checkpoint_gb"] = size / 1e9
+
+    model = work / f"deita-7b-random.{QUANT}.gguf"
+    if not model.is_file():
+        print(f"bench_7b: converting to {model.name}", file=sys.stderr, flush=True)
+        r = run([*localscore_command(), "convert", str(folder), "-o", str(model), "--quant", QUANT])
+        results["convert"] = {"seconds": r.seconds, "rss_mb": r.rss_mb}
+    results["gguf_gb"] = model.stat().st_size / 1e9
+
+    pairs = run([PYTHON, __file__, "--write-pairs", str(work), "--pairs", str(args.pairs)]).report["pairs"]
+    threads = ["--threads", str(args.threads)] if args.threads else []
+    out = work / "scored.jsonl"
+    print("bench_7b: scoring with localscore", file=sys.stderr, flush=True)
+    r = run([*localscore_command(), "score", pairs, "-m", str(model), "-o", str(out), "-q", *threads])
+    scores = read_scores(out)
+    # Token counts as llama.cpp tokenizes (the bare loop reports them); the reference counts the same ids.
+    loop = run(worker("localscore_loop.py", str(model), pairs, *threads)).report
+    results["localscore"] = {"seconds": r.seconds, "rss_mb": r.rss_mb, "tokens": loop["tokens"],
+                             "decode_tokens_per_s": loop["timed_tokens"] / loop["seconds"],
+                             "process_tokens_per_s": loop["tokens"] / r.seconds, "samples": len(scores)}
+
+    for dtype, bytes_per_weight in () if args.no_reference else (("bfloat16", 2), ("float32", 4)):
+        need_gb = size / 2 * bytes_per_weight / 2**30 * 1.05
+        if free_memory_gb() < need_gb:
+            results[f"reference_{dtype}"] = {"skipped": f"needs ~{need_gb:.0f} GiB, {free_memory_gb():.0f} free"}
+            continue
+        print(f"bench_7b: reference method in {dtype}", file=sys.stderr, flush=True)
+        r = run(worker("reference_loop.py", str(folder), pairs, "--dtype", dtype, "--warmup", "1", *threads))
+        results[f"reference_{dtype}"] = {"seconds": r.seconds, "rss_mb": r.rss_mb,
+                                         "tokens_per_s": r.report["timed_tokens"] / r.report["seconds"]}
+
+    text = json.dumps(results, indent=2)
+    print(text)
+    if args.json:
+        args.json.write_text(text)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    main()
