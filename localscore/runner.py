@@ -12,10 +12,11 @@ from typing import BinaryIO, Iterator
 
 from .batch import Scored, score_records
 from .errors import InputError, LocalscoreError
-from .output import ResultWriter
+from .output import Writer, open_writer, refuse_input_as_output
 from .progress import Progress
 from .records import Record, read_records
 from .scorer import Scorer
+from .tables import is_table_source
 from .templates import Template
 
 
@@ -55,14 +56,18 @@ class Interrupted(LocalscoreError):
 
 
 def score_file(source: str | os.PathLike | BinaryIO, output: str | os.PathLike | None, scorer: Scorer, *,
-               resume: bool = False, strict: bool = False, progress: bool = False) -> Summary:
-    """Score every record of `source` into `output` (None: stdout). Bad records get `<scorer>_error` in their
-    output line and the run goes on; with `strict` the first one raises InputError instead."""
+               resume: bool = False, strict: bool = False, progress: bool = False, split: str = "train",
+               config: str | None = None) -> Summary:
+    """Score every record of `source` into `output` (None: stdout; a `.parquet` name: Parquet). Bad records get
+    `<scorer>_error` in their output and the run goes on; with `strict` the first one raises InputError instead.
+    `split` and `config` choose the part of a hub dataset or saved DatasetDict (see records.read_records)."""
     template = scorer.template
     summary = Summary()
     start = time.perf_counter()
-    records = read_records(source, template)  # a missing or unreadable input fails before any output exists
-    with ResultWriter(output, resume=resume) as writer:
+    if output is not None:
+        refuse_input_as_output(source, output)
+    records = read_records(source, template, split=split, config=config)  # a bad input fails before any output
+    with open_writer(output, template, resume=resume, schema=getattr(records, "schema", None)) as writer:
         if writer.done:
             _skip_resumed(records, writer, template, source, output)
             summary.resumed = writer.done
@@ -84,7 +89,7 @@ def score_file(source: str | os.PathLike | BinaryIO, output: str | os.PathLike |
     return summary
 
 
-def _skip_resumed(records: Iterator[Record], writer: ResultWriter, template: Template,
+def _skip_resumed(records: Iterator[Record], writer: Writer, template: Template,
                   source: str | os.PathLike | BinaryIO, output: str | os.PathLike | None) -> None:
     count, last = 0, None
     for last in itertools.islice(records, writer.done):
@@ -96,8 +101,8 @@ def _skip_resumed(records: Iterator[Record], writer: ResultWriter, template: Tem
 
 
 def _count_records(source: str | os.PathLike | BinaryIO) -> int | None:
-    """Non-blank lines of a JSONL file, for the ETA; None for streams and JSON arrays (not worth a parse)."""
-    if not isinstance(source, (str, os.PathLike)) or not Path(source).is_file():
+    """Non-blank lines of a JSONL file, for the ETA; None for streams, tables and JSON arrays (not worth a parse)."""
+    if not isinstance(source, (str, os.PathLike)) or not Path(source).is_file() or is_table_source(source):
         return None
     count = 0
     with open(source, "rb") as f:
