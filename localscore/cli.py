@@ -88,13 +88,14 @@ def convert(source: str, output: Path, quant: str) -> None:
               help="Prompts over the context: cut the response's middle, or report an error.")
 @click.option("pack", "--pack", type=click.IntRange(1, 64), default=1, show_default=True,
               help="Prompts per decode call, for GPUs; scores may then vary slightly with batch-mates.")
+@click.option("shard", "--shard", metavar="I/N", help="Score only the I-th (0-based) of N slices; see `merge`.")
 @click.option("resume", "--resume", is_flag=True, help="Continue an interrupted run into the same -o file.")
 @click.option("strict", "--strict", is_flag=True, help="Stop at the first bad record instead of marking it.")
 @click.option("quiet", "-q", "--quiet", is_flag=True, help="No progress bar and no summary.")
 @click.option("verbose", "-v", "--verbose", is_flag=True, help="Show llama.cpp's log.")
 def score(input_path: str, output: Path | None, split: str, config: str | None, model_path: Path | None, scorer: str,
-          threads: int | None, n_gpu_layers: int | None, ctx: int | None, too_long: str, pack: int, resume: bool,
-          strict: bool, quiet: bool, verbose: bool) -> None:
+          threads: int | None, n_gpu_layers: int | None, ctx: int | None, too_long: str, pack: int, shard: str | None,
+          resume: bool, strict: bool, quiet: bool, verbose: bool) -> None:
     """Score instruction data: JSONL or a JSON array (- for stdin), a Parquet file or folder of Parquet files, a
     datasets save_to_disk folder, or a hub dataset hf://datasets/ORG/NAME; Alpaca, ShareGPT or chat messages.
 
@@ -120,6 +121,23 @@ def score(input_path: str, output: Path | None, split: str, config: str | None, 
             _log(f"{info.path.name}: {scorer} scorer, {info.file_type}, context {info.n_ctx}, "
                  f"{info.n_threads} threads")
         summary = score_file(source, output, model_scorer, resume=resume, strict=strict,
-                             progress=not quiet and sys.stderr.isatty(), split=split, config=config)
+                             progress=not quiet and sys.stderr.isatty(), split=split, config=config,
+                             shard=shard)
     if not quiet:
         _log(summary.line())
+
+
+@cli.command()
+@click.argument("shard_outputs", metavar="SHARD_OUTPUT...", nargs=-1, required=True)
+@click.option("output", "-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="File to write: Parquet for a .parquet name, else JSONL.")
+def merge(shard_outputs: tuple[str, ...], output: Path) -> None:
+    """Join the outputs of `score --shard I/N` runs into the single run's output, checking that every shard is
+    there once and all come from one input and scorer.
+
+    Example: localscore merge scored-*-of-4.jsonl -o scored.jsonl
+    """
+    from .shards import merge_shards
+
+    count = merge_shards(list(shard_outputs), output)
+    _log(f"merged {len(shard_outputs)} shards, {count:,} records, into {output}")

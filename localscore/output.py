@@ -196,13 +196,12 @@ class Writer:
             )
 
 
-def open_writer(path: str | os.PathLike | None, template: Template, *, resume: bool = False,
-                schema: object = None) -> Writer:
+def open_writer(path: str | os.PathLike | None, *, resume: bool = False, schema: object = None) -> Writer:
     """The writer for `path` (None: stdout): Parquet for a `.parquet` name, else JSON Lines.
 
     A regular (or new) file is written as `<path>.partial` and renamed onto `path` by `finish()`; a device, FIFO or
-    socket (`/dev/null`, `/dev/stdout` on a terminal) is written in place and cannot be resumed. `schema` is the
-    input's Arrow schema when it is a table: Parquet output keeps its column types exactly.
+    socket (`/dev/null`, `/dev/stdout` on a terminal) is written in place and cannot be resumed. `schema`: the Arrow
+    schema of Parquet output (parquet_output.output_schema of a table input's), None to infer it from the results.
     """
     if path is None:
         if resume:
@@ -218,7 +217,7 @@ def open_writer(path: str | os.PathLike | None, template: Template, *, resume: b
                               "written whole at the end; give a file name, or a name without .parquet for JSON Lines")
         from .parquet_output import ParquetWriter
 
-        return ParquetWriter(target, template, resume=resume, schema=schema)
+        return ParquetWriter(target, resume=resume, schema=schema)
     return JsonlWriter(target, resume=resume)
 
 

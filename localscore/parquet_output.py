@@ -57,16 +57,16 @@ def output_schema(schema, template: Template):
 
 
 class ParquetWriter(Writer):
-    """Results into `OUT.parquet.partial/` parts, joined into `OUT.parquet` by `finish()`. `schema`: the input's
-    Arrow schema (None for JSON input: inferred)."""
+    """Results into `OUT.parquet.partial/` parts, joined into `OUT.parquet` by `finish()`. `schema`: the output's
+    Arrow schema (None: inferred from the results)."""
 
     unit = "row"
 
-    def __init__(self, target: Target, template: Template, *, resume: bool = False, schema: object = None):
+    def __init__(self, target: Target, *, resume: bool = False, schema: object = None):
         self._pa, self._pq = arrow()
         self._target = target
         self._folder = target.partial
-        self._schema = None if schema is None else output_schema(schema, template)
+        self._schema = schema
         self._parts: list[Path] = []
         self._part_schema = None  # of the last part, for check_resumed
         self._rows: list[dict] = []

@@ -11,11 +11,12 @@ from pathlib import Path
 from typing import BinaryIO, Iterator
 
 from .batch import Scored, score_records
-from .errors import InputError, LocalscoreError
+from .errors import InputError, LocalscoreError, OutputError
 from .output import Writer, open_writer, refuse_input_as_output
 from .progress import Progress
 from .records import Record, read_records
 from .scorer import Scorer
+from .shards import Shard, ShardRecords
 from .tables import is_table_source
 from .templates import Template
 
@@ -57,17 +58,23 @@ class Interrupted(LocalscoreError):
 
 def score_file(source: str | os.PathLike | BinaryIO, output: str | os.PathLike | None, scorer: Scorer, *,
                resume: bool = False, strict: bool = False, progress: bool = False, split: str = "train",
-               config: str | None = None) -> Summary:
+               config: str | None = None, shard: str | None = None) -> Summary:
     """Score every record of `source` into `output` (None: stdout; a `.parquet` name: Parquet). Bad records get
     `<scorer>_error` in their output and the run goes on; with `strict` the first one raises InputError instead.
-    `split` and `config` choose the part of a hub dataset or saved DatasetDict (see records.read_records)."""
+    `split` and `config` choose the part of a hub dataset or saved DatasetDict (see records.read_records).
+    `shard` "I/N" scores the I-th of N round-robin slices and writes `output`'s sidecar (see shards.py)."""
     template = scorer.template
     summary = Summary()
     start = time.perf_counter()
+    slice_ = None if shard is None else Shard.parse(shard)
     if output is not None:
         refuse_input_as_output(source, output)
+    elif slice_ is not None:
+        raise OutputError("--shard needs an output file (-o): each shard writes its own, merged afterwards")
     records = read_records(source, template, split=split, config=config)  # a bad input fails before any output
-    with open_writer(output, template, resume=resume, schema=getattr(records, "schema", None)) as writer:
+    if slice_ is not None:
+        records = ShardRecords(records, slice_)
+    with open_writer(output, resume=resume, schema=_output_schema(records, output, template)) as writer:
         if writer.done:
             _skip_resumed(records, writer, template, source, output)
             summary.resumed = writer.done
@@ -85,8 +92,20 @@ def score_file(source: str | os.PathLike | BinaryIO, output: str | os.PathLike |
         finally:
             bar.close()
         writer.finish()
+    if slice_ is not None:
+        records.write_sidecar(output, template.name)
     summary.seconds = time.perf_counter() - start
     return summary
+
+
+def _output_schema(records: Iterator[Record], output: str | os.PathLike | None, template: Template) -> object:
+    """A table input's Arrow schema plus the result columns, for Parquet output; None otherwise."""
+    schema = getattr(records, "schema", None)
+    if schema is None or output is None or Path(output).suffix.lower() != ".parquet":
+        return None
+    from .parquet_output import output_schema
+
+    return output_schema(schema, template)
 
 
 def _skip_resumed(records: Iterator[Record], writer: Writer, template: Template,

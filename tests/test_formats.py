@@ -16,7 +16,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from localscore import Scorer
 from localscore.errors import InputError, OutputError
 from localscore.records import read_records
 from localscore.runner import score_file
@@ -32,17 +31,11 @@ def model(gguf_file) -> Path:
 
 
 @pytest.fixture(scope="module")
-def scorer(model):
-    with Scorer.from_path(model) as s:
-        yield s
-
-
-@pytest.fixture(scope="module")
 def mixed(pairs) -> list[dict]:
     """Alpaca records (some with an `input`) and ShareGPT conversations, as one table would hold them."""
-    records = [{"id": i, "instruction": a, "output": b} for i, (a, b) in enumerate(pairs[:10])]
+    records = [{"id": i, "instruction": a, "output": b} for i, (a, b) in enumerate(pairs[:8])]
     records[3]["input"] = "Answer briefly."
-    return records + [{**c, "id": 100 + i} for i, c in enumerate(sharegpt_from_fastchat()[:4])]
+    return records + [{**c, "id": 100 + i} for i, c in enumerate(sharegpt_from_fastchat()[:3])]
 
 
 def scores(path: Path) -> list:
@@ -59,7 +52,7 @@ def write_hub_cache(cache: Path, repo_id: str, table, commit: str = "0" * 40) ->
     (repo / "refs" / "main").write_text(commit)
 
 
-def test_every_input_form_gives_the_same_scores(tmp_path, mixed, scorer, model):
+def test_every_input_form_gives_the_same_scores(tmp_path, mixed, q8_scorer, model):
     import datasets
 
     src = tmp_path / "in.jsonl"
@@ -77,7 +70,7 @@ def test_every_input_form_gives_the_same_scores(tmp_path, mixed, scorer, model):
                                 ("folder", tmp_path / "folder", "train"), ("saved", tmp_path / "saved", "train"),
                                 ("saved-dict", tmp_path / "saved-dict", "test")]:
         out = tmp_path / f"{name}.jsonl"
-        score_file(source, out, scorer, split=split)
+        score_file(source, out, q8_scorer, split=split)
         got[name] = scores(out)
 
     # huggingface_hub reads HF_HUB_* once, on import: the hub case runs in its own process.
@@ -91,7 +84,7 @@ def test_every_input_form_gives_the_same_scores(tmp_path, mixed, scorer, model):
     got["hub"] = scores(tmp_path / "hub.jsonl")
 
     assert all(error is None for _, _, error in got["jsonl"])
-    assert sum(score is not None for score, _, _ in got["jsonl"]) == 10
+    assert sum(score is not None for score, _, _ in got["jsonl"]) == 8
     for name, values in got.items():
         assert values == got["jsonl"], name
 
@@ -103,7 +96,7 @@ def test_every_input_form_gives_the_same_scores(tmp_path, mixed, scorer, model):
         "with network access, or copy the cache and set HF_HUB_CACHE")
 
 
-def test_parquet_output_round_trips_every_column_type(tmp_path, scorer):
+def test_parquet_output_round_trips_every_column_type(tmp_path, q8_scorer):
     struct = pa.struct([("source", pa.string()), ("tags", pa.list_(pa.string())), ("score", pa.float32())])
     table = pa.table({
         "id": pa.array([1, 2, None], pa.int32()),
@@ -118,23 +111,23 @@ def test_parquet_output_round_trips_every_column_type(tmp_path, scorer):
     src = tmp_path / "in.parquet"
     pq.write_table(table, src)
     out = tmp_path / "out.parquet"
-    score_file(src, out, scorer)
+    score_file(src, out, q8_scorer)
     got = pq.read_table(out)
     assert got.schema.names == ["id", "instruction", "input", "output", "meta", "flags", "quality_score",
                                 "quality_truncated", "quality_error"]
     kept = table.drop_columns(["quality_score"])
     assert got.select(kept.schema.names).equals(kept)
     assert got.schema.field("quality_score").type == pa.float64()
-    assert got.column("quality_score").to_pylist() == scorer.score_many(
+    assert got.column("quality_score").to_pylist() == q8_scorer.score_many(
         [("Name a colour.", "Blue."), ("Add 2 and 3.", "5"), ("Say hi.\npolitely", "Hello!")])
     assert got.column("quality_error").to_pylist() == [None] * 3
 
 
-def test_json_input_to_parquet_infers_columns(tmp_path, scorer, mixed):
+def test_json_input_to_parquet_infers_columns(tmp_path, q8_scorer, mixed):
     src = tmp_path / "in.jsonl"
     src.write_text("".join(json.dumps(r) + "\n" for r in mixed) + "not json\n", encoding="utf-8")
-    score_file(src, tmp_path / "out.parquet", scorer)
-    score_file(src, tmp_path / "out.jsonl", scorer)
+    score_file(src, tmp_path / "out.parquet", q8_scorer)
+    score_file(src, tmp_path / "out.jsonl", q8_scorer)
     got = pq.read_table(tmp_path / "out.parquet")
     assert got.schema.field("quality_scores").type == pa.list_(pa.float64())
     assert got.schema.field("conversations").type == pa.list_(pa.struct([("from", pa.string()),
@@ -143,12 +136,12 @@ def test_json_input_to_parquet_infers_columns(tmp_path, scorer, mixed):
     assert [{k: v for k, v in row.items() if v is not None} for row in got.to_pylist()] == as_json
 
 
-def test_json_fields_that_change_type_are_one_line(tmp_path, scorer):
+def test_json_fields_that_change_type_are_one_line(tmp_path, q8_scorer):
     src = tmp_path / "in.jsonl"
     src.write_text('{"id": 1, "instruction": "a", "output": "b"}\n{"id": "two", "instruction": "c", "output": "d"}\n')
     with pytest.raises(OutputError, match=r"^result 2 does not fit one Parquet schema with the results before it "
                                           r"\(a field changed type\); write JSON Lines instead"):
-        score_file(src, tmp_path / "out.parquet", scorer)
+        score_file(src, tmp_path / "out.parquet", q8_scorer)
 
 
 def test_missing_extras_name_the_pip_command(tmp_path, monkeypatch):
@@ -166,7 +159,7 @@ def test_missing_extras_name_the_pip_command(tmp_path, monkeypatch):
 
     with pytest.raises(OutputError, match=r"^writing Parquet needs the parquet extra: "
                                           r"pip install 'localscore\[parquet\]'$"):
-        open_writer(tmp_path / "out.parquet", QUALITY)
+        open_writer(tmp_path / "out.parquet")
 
 
 N_RECORDS = 240
@@ -179,9 +172,10 @@ def _command(src: Path, out: Path, model: Path, *extra: str) -> list[str]:
     return [sys.executable, "-c", _SCORE, "score", str(src), "-o", str(out), "-m", str(model), "-q", *extra]
 
 
-def test_killed_parquet_run_resumes_to_the_same_file(tmp_path, pairs, model):
-    table = pa.Table.from_pylist([{"id": i, "instruction": pairs[i % len(pairs)][0],
-                                   "output": pairs[i % len(pairs)][1]} for i in range(N_RECORDS)])
+def test_killed_parquet_run_resumes_to_the_same_file(tmp_path, model):
+    # Short records: what matters is where the kill lands, not what is scored.
+    table = pa.Table.from_pylist([{"id": i, "instruction": f"Write the number {i} in words.",
+                                   "output": f"{i:,} in words."} for i in range(N_RECORDS)])
     src = tmp_path / "in.parquet"
     pq.write_table(table, src)
     full = tmp_path / "full.parquet"

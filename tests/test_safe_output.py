@@ -19,7 +19,6 @@ from click.testing import CliRunner
 from localscore.cli import cli
 from localscore.errors import OutputError
 from localscore.output import open_writer
-from localscore.templates import QUALITY
 from tests.test_output import partial, result_of, sample_records, score
 
 ROOT = Path(__file__).parent.parent
@@ -45,10 +44,10 @@ def test_a_device_is_written_in_place_and_never_replaced(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["null"]  # no .partial ever made
     with pytest.raises(OutputError, match=r"^--resume cannot continue .*null: it is not a regular file, so it is "
                                           r"written in place and keeps nothing to continue; drop --resume$"):
-        open_writer(null, QUALITY, resume=True)
+        open_writer(null, resume=True)
     with pytest.raises(OutputError, match=r"^cannot write Parquet to .*null\.parquet: it is not a regular file"):
         os.mknod(tmp_path / "null.parquet", stat.S_IFCHR | 0o666, os.makedev(1, 3))
-        open_writer(tmp_path / "null.parquet", QUALITY)
+        open_writer(tmp_path / "null.parquet")
     assert stat.S_ISCHR(null.lstat().st_mode)
 
 
