@@ -12,11 +12,11 @@ from typing import BinaryIO, Iterator
 
 from .batch import Scored, score_records
 from .errors import InputError, LocalscoreError, OutputError
-from .output import Writer, open_writer, refuse_input_as_output
+from .output import Writer, open_writer, output_target, refuse_input_as_output
 from .progress import Progress
 from .records import Record, read_records
 from .scorer import Scorer
-from .shards import Shard, ShardRecords
+from .shards import Shard, ShardRecords, discard_sidecar
 from .tables import is_table_source
 from .templates import Template
 
@@ -67,10 +67,10 @@ def score_file(source: str | os.PathLike | BinaryIO, output: str | os.PathLike |
     summary = Summary()
     start = time.perf_counter()
     slice_ = None if shard is None else Shard.parse(shard)
+    if slice_ is not None and (output is None or output_target(output).special):
+        raise OutputError("--shard needs an output file (-o): each shard writes its own, merged afterwards")
     if output is not None:
         refuse_input_as_output(source, output)
-    elif slice_ is not None:
-        raise OutputError("--shard needs an output file (-o): each shard writes its own, merged afterwards")
     records = read_records(source, template, split=split, config=config)  # a bad input fails before any output
     if slice_ is not None:
         records = ShardRecords(records, slice_)
@@ -94,6 +94,8 @@ def score_file(source: str | os.PathLike | BinaryIO, output: str | os.PathLike |
         writer.finish()
     if slice_ is not None:
         records.write_sidecar(output, template.name)
+    elif output is not None:
+        discard_sidecar(output)  # a shard's sidecar left from an earlier run would now describe another file
     summary.seconds = time.perf_counter() - start
     return summary
 

@@ -117,6 +117,11 @@ def merge_shards(outputs: list[str | os.PathLike], output: str | os.PathLike) ->
     return total
 
 
+def discard_sidecar(output: str | os.PathLike) -> None:
+    """Remove the sidecar of `output`, now written by a run that was not a shard."""
+    _sidecar(output).unlink(missing_ok=True)
+
+
 def _sidecar(output: str | os.PathLike) -> Path:
     return Path(os.fspath(output) + SIDECAR_SUFFIX)
 

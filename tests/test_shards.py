@@ -93,6 +93,26 @@ def test_merge_refuses_missing_repeated_and_foreign_shards(tmp_path, q8_scorer, 
     assert sorted(p.name for p in tmp_path.glob("merged*")) == []
 
 
+def test_score_command_shards(tmp_path, gguf_file, records, q8_scorer):
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join(json.dumps(r) + "\n" for r in records[:4]))
+    model = gguf_file("q8_0")
+    out = tmp_path / "out.jsonl"
+    result = CliRunner().invoke(cli, ["score", str(source), "-m", str(model), "-o", str(out), "--shard", "1/2", "-q"],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert [json.loads(line)["id"] for line in out.read_text().splitlines()] == [1, 3]
+    # The same file rewritten by a whole run is no longer a shard.
+    score_file(source, out, q8_scorer)
+    assert not Path(f"{out}.shard.json").exists()
+    for args, message in [(["--shard", "2/2"], "Error: shard '2/2' must be I/N with 0 <= I < N, e.g. 0/4 for the "
+                                                 "first of four"),
+                          (["--shard", "0/2", "-o", "/dev/null"], "Error: --shard needs an output file (-o): each "
+                                                                   "shard writes its own, merged afterwards")]:
+        result = CliRunner().invoke(cli, ["score", str(source), "-m", str(model), "-q", *args])
+        assert result.exit_code == 1 and result.output == message + "\n"
+
+
 def test_shard_spec():
     assert Shard.parse("2/4") == Shard(2, 4)
     for bad in ("4/4", "1", "-1/4", "a/b", "0/0"):
