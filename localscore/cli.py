@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -10,9 +11,14 @@ import click
 from convert import QUANT_TYPES
 
 from . import __version__
-from .errors import LocalscoreError
+from .errors import LocalscoreError, OutputClosed
 from .prompts import TOO_LONG_POLICIES
+from .tables import HUB_PREFIX
 from .templates import TEMPLATES
+
+
+# What a shell reports for a process killed by SIGPIPE: `localscore ... | head` ends like any other Unix tool.
+_BROKEN_PIPE_STATUS = 141
 
 
 class _Group(click.Group):
@@ -27,6 +33,11 @@ class _Group(click.Group):
             click.echo(f"localscore: {e.summary.line()}", err=True)
             click.echo(f"Error: {e}", err=True)
             ctx.exit(130)
+        except OutputClosed:
+            # The reader went away (`| head`): stop quietly, as a Unix tool killed by SIGPIPE does; stdout now points
+            # at /dev/null so that Python's last flush cannot fail with a second traceback.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            ctx.exit(_BROKEN_PIPE_STATUS)
         except LocalscoreError as e:
             raise click.ClickException(str(e)) from None
 
@@ -58,9 +69,12 @@ def convert(source: str, output: Path, quant: str) -> None:
 
 
 @cli.command()
-@click.argument("input_path", metavar="INPUT", type=click.Path(exists=True, dir_okay=False, allow_dash=True, path_type=str))
+@click.argument("input_path", metavar="INPUT")
 @click.option("output", "-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
-              help="JSONL file to write (default: stdout).")
+              help="File to write: Parquet for a .parquet name, else JSONL (default: JSONL to stdout).")
+@click.option("split", "--split", default="train", show_default=True,
+              help="Split of a hub dataset or saved DatasetDict.")
+@click.option("config", "--config", help="Configuration (subset) of a hub dataset.")
 @click.option("model_path", "-m", "--model", type=click.Path(dir_okay=False, path_type=Path),
               envvar="LOCALSCORE_MODEL",
               help="Scorer GGUF (default: the official Deita scorer, converted once into the cache).")
@@ -74,16 +88,18 @@ def convert(source: str, output: Path, quant: str) -> None:
               help="Prompts over the context: cut the response's middle, or report an error.")
 @click.option("pack", "--pack", type=click.IntRange(1, 64), default=1, show_default=True,
               help="Prompts per decode call, for GPUs; scores may then vary slightly with batch-mates.")
+@click.option("shard", "--shard", metavar="I/N", help="Score only the I-th (0-based) of N slices; see `merge`.")
 @click.option("resume", "--resume", is_flag=True, help="Continue an interrupted run into the same -o file.")
 @click.option("strict", "--strict", is_flag=True, help="Stop at the first bad record instead of marking it.")
 @click.option("quiet", "-q", "--quiet", is_flag=True, help="No progress bar and no summary.")
 @click.option("verbose", "-v", "--verbose", is_flag=True, help="Show llama.cpp's log.")
-def score(input_path: str, output: Path | None, model_path: Path | None, scorer: str, threads: int | None,
-          n_gpu_layers: int | None, ctx: int | None, too_long: str, pack: int, resume: bool, strict: bool,
-          quiet: bool, verbose: bool) -> None:
-    """Score instruction data (JSONL or a JSON array; Alpaca, ShareGPT or chat messages; - for stdin).
+def score(input_path: str, output: Path | None, split: str, config: str | None, model_path: Path | None, scorer: str,
+          threads: int | None, n_gpu_layers: int | None, ctx: int | None, too_long: str, pack: int, shard: str | None,
+          resume: bool, strict: bool, quiet: bool, verbose: bool) -> None:
+    """Score instruction data: JSONL or a JSON array (- for stdin), a Parquet file or folder of Parquet files, a
+    datasets save_to_disk folder, or a hub dataset hf://datasets/ORG/NAME; Alpaca, ShareGPT or chat messages.
 
-    Each output line is the input record plus quality_score (quality_scores for conversations).
+    Each output record is the input record plus quality_score (quality_scores for conversations).
 
     Example: localscore score data.jsonl -o scored.jsonl -m deita-quality.q4_k_m.gguf
     """
@@ -93,6 +109,9 @@ def score(input_path: str, output: Path | None, model_path: Path | None, scorer:
 
     if resume and output is None:
         raise click.UsageError("--resume needs an output file (-o)")
+    if input_path != "-" and not input_path.startswith(HUB_PREFIX) and not os.path.exists(input_path):
+        # Before the model loads (or is converted on first use): a typo should cost nothing.
+        raise click.BadParameter(f"{input_path!r} does not exist.", param_hint="'INPUT'")
     model = model_path or default_model(scorer, log=None if quiet else _log)
     source = sys.stdin.buffer if input_path == "-" else input_path
     with Scorer.from_path(model, scorer, ctx=ctx, threads=threads, n_gpu_layers=n_gpu_layers, too_long=too_long,
@@ -102,6 +121,23 @@ def score(input_path: str, output: Path | None, model_path: Path | None, scorer:
             _log(f"{info.path.name}: {scorer} scorer, {info.file_type}, context {info.n_ctx}, "
                  f"{info.n_threads} threads")
         summary = score_file(source, output, model_scorer, resume=resume, strict=strict,
-                             progress=not quiet and sys.stderr.isatty())
+                             progress=not quiet and sys.stderr.isatty(), split=split, config=config,
+                             shard=shard)
     if not quiet:
         _log(summary.line())
+
+
+@cli.command()
+@click.argument("shard_outputs", metavar="SHARD_OUTPUT...", nargs=-1, required=True)
+@click.option("output", "-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="File to write: Parquet for a .parquet name, else JSONL.")
+def merge(shard_outputs: tuple[str, ...], output: Path) -> None:
+    """Join the outputs of `score --shard I/N` runs into the single run's output, checking that every shard is
+    there once and all come from one input and scorer.
+
+    Example: localscore merge scored-*-of-4.jsonl -o scored.jsonl
+    """
+    from .shards import merge_shards
+
+    count = merge_shards(list(shard_outputs), output)
+    _log(f"merged {len(shard_outputs)} shards, {count:,} records, into {output}")

@@ -15,3 +15,11 @@ class ModelError(LocalscoreError):
 
 class ConversionError(LocalscoreError):
     """A checkpoint that cannot be converted (unsafe pickle, unsupported architecture or tokenizer, corrupt file)."""
+
+
+class OutputError(LocalscoreError):
+    """An output that cannot be written: the input itself, a folder, a full disk, a resume into a device."""
+
+
+class OutputClosed(LocalscoreError):
+    """The reader of the output went away (`localscore score ... | head`): the CLI ends quietly, like a Unix tool."""

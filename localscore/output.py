@@ -1,16 +1,21 @@
-"""Write result lines so that an interrupted run never corrupts the output and can be resumed."""
+"""Where results go: one writer interface with a writer per format (JSON Lines here, Parquet in parquet_output),
+and the rules that keep every output safe: a file only takes its name when complete, a device or FIFO is written
+in place and never replaced, the input is never the output, and a full disk leaves a resumable `.partial`."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
 import shutil
+import stat
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from .errors import InputError
+from .errors import InputError, LocalscoreError, OutputClosed, OutputError
 from .records import Record, result, result_fields
 from .templates import Template
 
@@ -18,115 +23,266 @@ from .templates import Template
 # characters that some line readers (str.splitlines, older JavaScript) take for line breaks. The line stays one
 # valid UTF-8 line and reads back to the same value. json.dumps emits them only inside strings.
 _ESCAPE = re.compile("[\x85\u2028\u2029\ud800-\udfff]")
-# What a shell reports for a process killed by SIGPIPE: `localscore ... | head` ends like any other Unix tool.
-_BROKEN_PIPE_STATUS = 141
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
-class ResultWriter:
-    """One JSON line per record, to a file or stdout; a file only takes its name when the run finishes.
+@dataclass(frozen=True)
+class Target:
+    """An output path as the file system sees it."""
 
-    With a path, lines go to `<path>.partial` (flushed after each record) and `finish()` fsyncs it and renames it
-    onto `<path>`: an existing `<path>` is untouched until then, and leaving the `with` block without `finish()`
-    (an error, Ctrl-C) keeps the `.partial` for `resume=True`.
+    path: Path  # where the finished output lands: a symlink's target, so that the link itself stays a link
+    special: bool  # a device, FIFO or socket: written in place, never replaced
+
+    @property
+    def partial(self) -> Path:
+        return self.path.with_name(self.path.name + ".partial")
+
+
+def output_target(path: str | os.PathLike) -> Target:
+    """Where `path` really is, and whether it is a regular file (or not there yet) or a special one."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        mode = stat.S_IFREG  # a new file
+    except OSError as e:
+        raise OutputError(f"cannot write {os.fspath(path)}: {e.strerror}") from None
+    if stat.S_ISDIR(mode):
+        raise OutputError(f"output {os.fspath(path)} is a folder; give a file name")
+    if not stat.S_ISREG(mode):
+        return Target(Path(path), True)
+    return Target(Path(os.path.realpath(path)), False)
+
+
+def refuse_input_as_output(source: object, output: str | os.PathLike) -> None:
+    """Raise OutputError when `output` is the input `source` (through any path or link), or lies inside an input
+    folder, where it would be read back as input; before anything is written."""
+    if not isinstance(source, (str, os.PathLike)) or not os.path.exists(source):
+        return
+    out = os.path.realpath(output)
+    if os.path.exists(out) and os.path.samefile(source, out):
+        raise OutputError(f"output {os.fspath(output)} is the input {os.fspath(source)}; "
+                          "give another output file, the input is never overwritten")
+    folder = os.path.realpath(source)
+    if os.path.isdir(folder) and os.path.commonpath([folder, out]) == folder:
+        raise OutputError(f"output {os.fspath(output)} is inside the input folder {os.fspath(source)}, where it "
+                          "would be read as input; write it elsewhere")
+
+
+class Sink:
+    """An open output file descriptor (or stdout) as a minimal binary file. Every byte goes through `write`, so a
+    reader that went away and a full disk each become one error, wherever they happen."""
+
+    def __init__(self, name: str, fd: int | None, *, resumable: bool):
+        self.name = name
+        self._fd = fd  # None: sys.stdout, whatever it is at write time (tests swap it)
+        self._resumable = resumable
+        self._position = 0
+        self.closed = False
+
+    @classmethod
+    def open(cls, path: Path, flags: int, *, resumable: bool) -> Sink:
+        try:
+            fd = os.open(path, flags | getattr(os, "O_BINARY", 0), 0o666)
+        except OSError as e:
+            raise OutputError(f"cannot write {e.filename or path}: {e.strerror}") from None
+        return cls(str(path), fd, resumable=resumable)
+
+    def write(self, data: bytes) -> int:
+        try:
+            if self._fd is None:
+                sys.stdout.buffer.write(data)
+                sys.stdout.buffer.flush()
+            else:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(self._fd, view):]
+        except OSError as e:
+            raise self._error(e) from None
+        self._position += len(data)
+        return len(data)
+
+    def tell(self) -> int:
+        return self._position
+
+    def flush(self) -> None:
+        """Everything is written through at once; this is for file-like callers (pyarrow)."""
+
+    def sync(self) -> None:
+        """Make what was written durable (fsync), for a regular file."""
+        try:
+            os.fsync(self._fd)
+        except OSError as e:
+            raise self._error(e) from None
+
+    def close(self) -> None:
+        if not self.closed and self._fd is not None:
+            os.close(self._fd)
+        self.closed = True
+
+    def _error(self, e: OSError) -> LocalscoreError:
+        if e.errno == errno.EPIPE:
+            return OutputClosed(f"the reader of {self.name} went away")
+        if e.errno in DISK_FULL:
+            then = "; free some space, then rerun with --resume to continue" if self._resumable else ""
+            return OutputError(f"disk full writing {self.name}{then}")
+        return OutputError(f"cannot write {self.name}: {e.strerror}")
+
+
+class Writer:
+    """One result object per input record, in order. A writer per format implements it; `open_writer` picks one.
 
     The caller writes exactly one result per record that read_records yields, bad records included, in order;
-    so `done`, the number of results already written when resuming, is also a number of input records. It must
+    so `done`, the number of results already there when resuming, is also a number of input records. It must
 
     1. skip the first `done` records without scoring them,
     2. call `check_resumed(record, template)` with the `done`-th record (the last one skipped), which raises
        InputError when the output was made from another input or by another scorer, and
-    3. write the remaining records and call `finish()`, which raises InputError when `done` > 0 and
+    3. `write` the remaining results and call `finish()`, which raises InputError when `done` > 0 and
        `check_resumed` was never called: the input has fewer records than the output.
 
-    To stdout, `done` is 0 and `finish()` has nothing to do; a reader that goes away (`| head`) ends the process
-    quietly with status 141.
+    Leaving the `with` block without `finish()` (an error, Ctrl-C) keeps what was written for `resume=True`.
     """
 
-    def __init__(self, path: str | os.PathLike | None, *, resume: bool = False):
-        self.done = 0
-        self._last: dict | None = None  # the last resumed line, for check_resumed
-        self._checked = False
-        if path is None:
-            if resume:
-                raise InputError("--resume needs an output file (-o)")
-            self._path = self._partial = None
-            self._file: BinaryIO = sys.stdout.buffer
-            return
-        self._path = Path(path)
-        self._partial = self._path.with_name(self._path.name + ".partial")
-        if self._path.is_dir():
-            raise InputError(f"output {self._path} is a folder; give a file name")
-        try:
-            if resume and not self._partial.exists() and self._path.exists():
-                # The run had finished: continue a copy, so that a longer input can still be completed.
-                shutil.copyfile(self._path, self._partial)
-            if resume and self._partial.exists():
-                self._file = open(self._partial, "r+b")
-                self.done, self._last, end = _complete_lines(self._file)
-                self._file.truncate(end)
-                self._file.seek(end)
-            else:
-                self._file = open(self._partial, "wb")
-        except OSError as e:
-            raise InputError(f"cannot write {e.filename or self._partial}: {e.strerror}") from None
+    name: str  # the file results go to now, for messages
+    unit = "result"  # what one result is in this format, for messages
+    done: int = 0
+    _last: dict | None = None  # the last resumed result, as read back
+    _checked = False
 
-    def __enter__(self) -> ResultWriter:
+    def __enter__(self) -> Writer:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        if self._partial is not None and not self._file.closed:
-            self._file.close()  # everything is flushed already; the .partial stays for --resume
+        self.close()
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def write(self, obj: dict) -> None:
+        raise NotImplementedError
+
+    def finish(self) -> None:
+        raise NotImplementedError
 
     def check_resumed(self, record: Record, template: Template) -> None:
-        """Check that the last resumed line is `record`'s result, scored by `template`.
+        """Check that the last resumed result is `record`'s, scored by `template`.
 
-        `record` is the `done`-th record read from the input. Its line must carry one of `template`'s result fields
-        (a score or an error), and apart from those fields equal `result(record, template)`: the same input fields
-        with the same values, or for a record that is not a JSON object the same line number and raw text.
-        Cheap: one comparison, whatever the size of the output.
+        Its object must carry one of `template`'s result fields (a score or an error), and apart from those fields
+        equal `result(record, template)` as this format stores it: the same input fields with the same values, or
+        for a record that is not a JSON object the same line number and raw text. One comparison, whatever the size
+        of the output.
         """
         self._checked = True
         if self._last is None:
             return
         fields = result_fields(template)
-        if not any(field in self._last for field in fields):
+        if not any(self._last.get(field) is not None for field in fields):
+            raise InputError(f"{self.name} was not written by the {template.name} scorer: remove it or drop --resume")
+        if _without(self._last, fields) != _without(self._stored(result(record, template)), fields):
             raise InputError(
-                f"{self._file.name} was not written by the {template.name} scorer: "
-                "remove it or drop --resume"
-            )
-        if _without(self._last, fields) != _without(result(record, template), fields):
-            raise InputError(
-                f"{self._file.name} line {self.done} does not match input record {record.number}: it was made "
+                f"{self.name} {self.unit} {self.done} does not match input record {record.number}: it was made "
                 "from a different input; remove it or drop --resume"
             )
 
-    def write(self, obj: dict) -> None:
-        """Append one result as a JSON line and flush it, so that a killed run loses at most the line in flight."""
-        line = _ESCAPE.sub(lambda m: f"\\u{ord(m.group()):04x}", json.dumps(obj, ensure_ascii=False)).encode("utf-8")
-        if self._partial is None:
-            try:
-                self._file.write(line + b"\n")
-                self._file.flush()
-            except BrokenPipeError:
-                _quit_on_closed_stdout()
+    def _stored(self, obj: dict) -> dict:
+        """`obj` as it reads back from this format."""
+        return obj
+
+    def _check_complete(self) -> None:
+        if self.done and not self._checked:
+            raise InputError(
+                f"{self.name} has {self.done} results, more than the input has records: it was made "
+                "from a different input; remove it or drop --resume"
+            )
+
+
+def open_writer(path: str | os.PathLike | None, *, resume: bool = False, schema: object = None) -> Writer:
+    """The writer for `path` (None: stdout): Parquet for a `.parquet` name, else JSON Lines.
+
+    A regular (or new) file is written as `<path>.partial` and renamed onto `path` by `finish()`; a device, FIFO or
+    socket (`/dev/null`, `/dev/stdout` on a terminal) is written in place and cannot be resumed. `schema`: the Arrow
+    schema of Parquet output (parquet_output.output_schema of a table input's), None to infer it from the results.
+    """
+    if path is None:
+        if resume:
+            raise OutputError("--resume needs an output file (-o)")
+        return JsonlWriter(None, resume=False)
+    target = output_target(path)
+    if target.special and resume:
+        raise OutputError(f"--resume cannot continue {os.fspath(path)}: it is not a regular file, so it is written "
+                          "in place and keeps nothing to continue; drop --resume")
+    if Path(path).suffix.lower() == ".parquet":
+        if target.special:
+            raise OutputError(f"cannot write Parquet to {os.fspath(path)}: it is not a regular file, and Parquet is "
+                              "written whole at the end; give a file name, or a name without .parquet for JSON Lines")
+        from .parquet_output import ParquetWriter
+
+        return ParquetWriter(target, resume=resume, schema=schema)
+    return JsonlWriter(target, resume=resume)
+
+
+class JsonlWriter(Writer):
+    """One JSON line per result, written and flushed at once, so that a kill loses at most the line in flight.
+    A `.partial` is resumed by keeping its complete lines; a finished output is resumed by continuing a copy."""
+
+    unit = "line"
+
+    def __init__(self, target: Target | None, *, resume: bool = False):
+        self._target = target
+        if target is None:
+            self._sink = Sink("stdout", None, resumable=False)
+        elif target.special:
+            self._sink = Sink.open(target.path, os.O_WRONLY | os.O_TRUNC, resumable=False)
         else:
-            self._file.write(line + b"\n")
-            self._file.flush()
+            partial = target.partial
+            if resume and not partial.exists() and target.path.exists():
+                # The run had finished: continue a copy, so that a longer input can still be completed.
+                _copy(target.path, partial)
+            if resume and partial.exists():
+                with open(partial, "rb") as f:
+                    self.done, self._last, end = _complete_lines(f)
+                self._sink = Sink.open(partial, os.O_WRONLY, resumable=True)
+                os.ftruncate(self._sink._fd, end)
+                os.lseek(self._sink._fd, end, os.SEEK_SET)
+            else:
+                self._sink = Sink.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, resumable=True)
+        self.name = self._sink.name
+
+    def close(self) -> None:
+        self._sink.close()  # everything is written already; a .partial stays for --resume
+
+    def write(self, obj: dict) -> None:
+        self._sink.write(dumps(obj) + b"\n")
 
     def finish(self) -> None:
         """Make the output final: fsync the .partial and rename it onto the output path."""
-        if self._partial is None:
+        if self._target is None or self._target.special:
+            self._sink.close()
             return
-        if self.done and not self._checked:
-            raise InputError(
-                f"{self._file.name} has {self.done} results, more than the input has records: it was made "
-                "from a different input; remove it or drop --resume"
-            )
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        self._file.close()
-        os.replace(self._partial, self._path)
-        _fsync_folder(self._path.parent)
+        self._check_complete()
+        self._sink.sync()
+        self._sink.close()
+        publish(self._target.partial, self._target.path)
+
+
+def dumps(obj: dict) -> bytes:
+    """One result as a JSON line's bytes (no newline)."""
+    return _ESCAPE.sub(lambda m: f"\\u{ord(m.group()):04x}", json.dumps(obj, ensure_ascii=False)).encode("utf-8")
+
+
+def publish(partial: Path, path: Path) -> None:
+    """Rename the complete `partial` onto `path` durably."""
+    os.replace(partial, path)
+    fsync_folder(path.parent)
+
+
+def _copy(source: Path, destination: Path) -> None:
+    try:
+        shutil.copyfile(source, destination)
+    except OSError as e:
+        if e.errno in DISK_FULL:
+            raise OutputError(f"disk full copying {source} to {destination}; free some space and rerun") from None
+        raise OutputError(f"cannot write {destination}: {e.strerror}") from None
 
 
 def _complete_lines(file: BinaryIO) -> tuple[int, dict | None, int]:
@@ -153,15 +309,7 @@ def _without(obj: dict, fields: tuple[str, ...]) -> dict:
     return {key: value for key, value in obj.items() if key not in fields}
 
 
-def _quit_on_closed_stdout() -> None:
-    # The reader is gone (`| head`): point stdout at /dev/null so that Python's final flush cannot fail with a
-    # second traceback, and stop quietly instead of scoring the rest for nobody.
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
-    raise SystemExit(_BROKEN_PIPE_STATUS)
-
-
-def _fsync_folder(folder: Path) -> None:
+def fsync_folder(folder: Path) -> None:
     # The rename is only durable once the folder entry is on disk; Windows cannot open a folder to fsync it.
     if os.name != "posix":
         return

@@ -26,6 +26,7 @@ _MISSING = object()
 _NO_SHAPE = "no known record shape: expected 'instruction'/'output', 'conversations' or 'messages'"
 
 _HUMAN, _GPT, _SYSTEM = "human", "gpt", "system"
+_SHAPE_KEYS = ("instruction", "conversations", "messages")
 
 
 @dataclass(frozen=True)
@@ -80,14 +81,24 @@ _MESSAGES = _Conversation(
 )
 
 
-def read_records(source: str | os.PathLike | BinaryIO, template: Template) -> Iterator[Record]:
+def read_records(source: str | os.PathLike | BinaryIO, template: Template, *, split: str = "train",
+                 config: str | None = None) -> Iterator[Record]:
     """Yield one Record per record of `source`: a path, or a binary stream such as sys.stdin.buffer.
+
+    Tables are read by `tables.read_table_records`, batch by batch, row i as record i + 1: a Parquet file (found by
+    its content, whatever its name), a folder of Parquet files (in name order), a datasets save_to_disk folder, or
+    a hub dataset `hf://datasets/ORG/NAME`, of which `split` and `config` choose the part; the iterator returned
+    then has a `schema` attribute, the input's Arrow schema.
 
     A file whose first non-blank line starts with "[" is one JSON array (loaded whole); anything else is JSON Lines,
     streamed line by line, blank lines skipped, whatever the file's extension. The file is opened and its format
     checked before this returns, so a missing file, a broken JSON array or a pretty-printed JSON object raises
     InputError here. A bad record never raises: it comes back with `error` set, and reading goes on.
     """
+    from .tables import is_table_source, read_table_records
+
+    if is_table_source(source):
+        return read_table_records(source, template, split=split, config=config)
     name, stream, owned = _open(source)
     try:
         blank = b""  # the blank lines before the first record, kept so that error positions count them
@@ -138,7 +149,7 @@ def result(
     Alpaca records get `{name}_score` (one float); conversations get `{name}_scores` (one float per turn).
     `error` (or the record's own error) gives `{name}_error` instead; a record that is not a JSON object becomes
     {"line": number, "raw": text, "{name}_error": reason}. With neither scores nor error, the object carries no
-    score field: that is the form ResultWriter.check_resumed compares.
+    score field: that is the form Writer.check_resumed compares.
     """
     score_field, scores_field, truncated_field, error_field = result_fields(template)
     reason = error if error is not None else record.error
@@ -238,7 +249,9 @@ def _unparsed(number: int, raw: str, reason: str) -> Record:
 
 def make_record(number: int, data: dict, template: Template) -> Record:
     """The Record of one parsed JSON object (or table row): its shape detected, its turns read, or its error."""
-    shapes = [key for key in ("instruction", "conversations", "messages") if key in data]
+    # A null shape field is absent when another one is set: a table row has every column, null where unused.
+    shapes = ([key for key in _SHAPE_KEYS if data.get(key) is not None]
+              or [key for key in _SHAPE_KEYS if key in data])
     if not shapes and "output" in data:
         shapes = ["instruction"]  # an Alpaca record that lost its instruction: say so rather than "unknown shape"
     if len(shapes) > 1:

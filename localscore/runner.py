@@ -11,11 +11,13 @@ from pathlib import Path
 from typing import BinaryIO, Iterator
 
 from .batch import Scored, score_records
-from .errors import InputError, LocalscoreError
-from .output import ResultWriter
+from .errors import InputError, LocalscoreError, OutputError
+from .output import Writer, open_writer, output_target, refuse_input_as_output
 from .progress import Progress
 from .records import Record, read_records
 from .scorer import Scorer
+from .shards import Shard, ShardRecords, discard_sidecar
+from .tables import is_table_source
 from .templates import Template
 
 
@@ -55,14 +57,24 @@ class Interrupted(LocalscoreError):
 
 
 def score_file(source: str | os.PathLike | BinaryIO, output: str | os.PathLike | None, scorer: Scorer, *,
-               resume: bool = False, strict: bool = False, progress: bool = False) -> Summary:
-    """Score every record of `source` into `output` (None: stdout). Bad records get `<scorer>_error` in their
-    output line and the run goes on; with `strict` the first one raises InputError instead."""
+               resume: bool = False, strict: bool = False, progress: bool = False, split: str = "train",
+               config: str | None = None, shard: str | None = None) -> Summary:
+    """Score every record of `source` into `output` (None: stdout; a `.parquet` name: Parquet). Bad records get
+    `<scorer>_error` in their output and the run goes on; with `strict` the first one raises InputError instead.
+    `split` and `config` choose the part of a hub dataset or saved DatasetDict (see records.read_records).
+    `shard` "I/N" scores the I-th of N round-robin slices and writes `output`'s sidecar (see shards.py)."""
     template = scorer.template
     summary = Summary()
     start = time.perf_counter()
-    records = read_records(source, template)  # a missing or unreadable input fails before any output exists
-    with ResultWriter(output, resume=resume) as writer:
+    slice_ = None if shard is None else Shard.parse(shard)
+    if slice_ is not None and (output is None or output_target(output).special):
+        raise OutputError("--shard needs an output file (-o): each shard writes its own, merged afterwards")
+    if output is not None:
+        refuse_input_as_output(source, output)
+    records = read_records(source, template, split=split, config=config)  # a bad input fails before any output
+    if slice_ is not None:
+        records = ShardRecords(records, slice_)
+    with open_writer(output, resume=resume, schema=_output_schema(records, output, template)) as writer:
         if writer.done:
             _skip_resumed(records, writer, template, source, output)
             summary.resumed = writer.done
@@ -80,11 +92,25 @@ def score_file(source: str | os.PathLike | BinaryIO, output: str | os.PathLike |
         finally:
             bar.close()
         writer.finish()
+    if slice_ is not None:
+        records.write_sidecar(output, template.name)
+    elif output is not None:
+        discard_sidecar(output)  # a shard's sidecar left from an earlier run would now describe another file
     summary.seconds = time.perf_counter() - start
     return summary
 
 
-def _skip_resumed(records: Iterator[Record], writer: ResultWriter, template: Template,
+def _output_schema(records: Iterator[Record], output: str | os.PathLike | None, template: Template) -> object:
+    """A table input's Arrow schema plus the result columns, for Parquet output; None otherwise."""
+    schema = getattr(records, "schema", None)
+    if schema is None or output is None or Path(output).suffix.lower() != ".parquet":
+        return None
+    from .parquet_output import output_schema
+
+    return output_schema(schema, template)
+
+
+def _skip_resumed(records: Iterator[Record], writer: Writer, template: Template,
                   source: str | os.PathLike | BinaryIO, output: str | os.PathLike | None) -> None:
     count, last = 0, None
     for last in itertools.islice(records, writer.done):
@@ -96,8 +122,8 @@ def _skip_resumed(records: Iterator[Record], writer: ResultWriter, template: Tem
 
 
 def _count_records(source: str | os.PathLike | BinaryIO) -> int | None:
-    """Non-blank lines of a JSONL file, for the ETA; None for streams and JSON arrays (not worth a parse)."""
-    if not isinstance(source, (str, os.PathLike)) or not Path(source).is_file():
+    """Non-blank lines of a JSONL file, for the ETA; None for streams, tables and JSON arrays (not worth a parse)."""
+    if not isinstance(source, (str, os.PathLike)) or not Path(source).is_file() or is_table_source(source):
         return None
     count = 0
     with open(source, "rb") as f:

@@ -51,3 +51,12 @@ def gguf_file(tmp_path_factory, tiny_checkpoint):
         return made[quant]
 
     return get
+
+
+@pytest.fixture(scope="session")
+def q8_scorer(gguf_file):
+    """A quality Scorer on the q8_0 conversion, shared by the tests that only need some scorer."""
+    from localscore import Scorer
+
+    with Scorer.from_path(gguf_file("q8_0")) as scorer:
+        yield scorer

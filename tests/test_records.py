@@ -247,13 +247,13 @@ def test_bad_elements_of_a_json_array():
         (4, "'instruction' is not valid UTF-8: it has a lone surrogate \\udc00"),
         (5, None),  # a lone surrogate outside the scored text does no harm; the writer escapes it back
     ]
-    assert records[1].raw == "5" and records[2].raw == '"\udc00"'  # ResultWriter writes it back as the escape
+    assert records[1].raw == "5" and records[2].raw == '"\udc00"'  # the JSONL writer writes it back as the escape
 
 
 def test_unreadable_inputs_raise_input_error_naming_the_file(tmp_path):
     with pytest.raises(InputError, match=r"cannot read .*missing\.jsonl: No such file"):
         read_records(tmp_path / "missing.jsonl", QUALITY)
-    with pytest.raises(InputError, match=r"cannot read "):
+    with pytest.raises(InputError, match=r"is a folder without \.parquet files or a datasets save_to_disk folder"):
         read_records(tmp_path, QUALITY)
     broken = write(tmp_path, "broken.json", b'[\n  {"instruction": "a"},\n  {"instruction": "b"\n]')
     with pytest.raises(InputError, match=r"broken\.json: not valid JSON at line 4 column 1: Expecting ',' delimiter"):

@@ -1,0 +1,200 @@
+"""Data where it lives: the same records from JSONL, Parquet (a file, a folder of files), a datasets save_to_disk
+folder and a hub dataset from a local cache give the same scores; Parquet output keeps every input column's type;
+a Parquet-output run killed with SIGKILL resumes to the uninterrupted run's bytes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from localscore.errors import InputError, OutputError
+from localscore.records import read_records
+from localscore.runner import score_file
+from localscore.templates import QUALITY
+from tests.test_records import sharegpt_from_fastchat
+
+ROOT = Path(__file__).parent.parent
+
+
+@pytest.fixture(scope="module")
+def model(gguf_file) -> Path:
+    return gguf_file("q8_0")
+
+
+@pytest.fixture(scope="module")
+def mixed(pairs) -> list[dict]:
+    """Alpaca records (some with an `input`) and ShareGPT conversations, as one table would hold them."""
+    records = [{"id": i, "instruction": a, "output": b} for i, (a, b) in enumerate(pairs[:8])]
+    records[3]["input"] = "Answer briefly."
+    return records + [{**c, "id": 100 + i} for i, c in enumerate(sharegpt_from_fastchat()[:3])]
+
+
+def scores(path: Path) -> list:
+    return [(r.get("quality_score"), r.get("quality_scores"), r.get("quality_error"))
+            for r in map(json.loads, path.read_text(encoding="utf-8").splitlines())]
+
+
+def write_hub_cache(cache: Path, repo_id: str, table, commit: str = "0" * 40) -> None:
+    """A dataset repo laid out as huggingface_hub caches it: one Parquet file of the train split."""
+    repo = cache / f"datasets--{repo_id.replace('/', '--')}"
+    (repo / "snapshots" / commit / "data").mkdir(parents=True)
+    pq.write_table(table, repo / "snapshots" / commit / "data" / "train-00000-of-00001.parquet")
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+
+
+def test_every_input_form_gives_the_same_scores(tmp_path, mixed, q8_scorer, model):
+    import datasets
+
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in mixed), encoding="utf-8")
+    table = pa.Table.from_struct_array(pa.array(mixed))  # every row's keys (from_pylist takes the first row's)
+    pq.write_table(table, tmp_path / "in.parquet", row_group_size=3)
+    (tmp_path / "folder").mkdir()
+    for i, start in enumerate(range(0, len(mixed), 5)):  # names sort in row order
+        pq.write_table(table.slice(start, 5), tmp_path / "folder" / f"part-{i:02d}.parquet")
+    datasets.Dataset(table).save_to_disk(str(tmp_path / "saved"))
+    datasets.DatasetDict({"test": datasets.Dataset(table)}).save_to_disk(str(tmp_path / "saved-dict"))
+
+    got = {}
+    for name, source, split in [("jsonl", src, "train"), ("parquet", tmp_path / "in.parquet", "train"),
+                                ("folder", tmp_path / "folder", "train"), ("saved", tmp_path / "saved", "train"),
+                                ("saved-dict", tmp_path / "saved-dict", "test")]:
+        out = tmp_path / f"{name}.jsonl"
+        score_file(source, out, q8_scorer, split=split)
+        got[name] = scores(out)
+
+    # huggingface_hub reads HF_HUB_* once, on import: the hub case runs in its own process.
+    write_hub_cache(tmp_path / "hub", "org/instructions", table)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "hub"),
+           "HF_DATASETS_CACHE": str(tmp_path / "datasets-cache"), "HF_HOME": str(tmp_path / "hf-home")}
+    hub = subprocess.run([sys.executable, "-m", "localscore", "score", "hf://datasets/org/instructions", "-o",
+                          str(tmp_path / "hub.jsonl"), "-m", str(model), "-q"], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert hub.returncode == 0, hub.stderr
+    got["hub"] = scores(tmp_path / "hub.jsonl")
+
+    assert all(error is None for _, _, error in got["jsonl"])
+    assert sum(score is not None for score, _, _ in got["jsonl"]) == 8
+    for name, values in got.items():
+        assert values == got["jsonl"], name
+
+    missing = subprocess.run([sys.executable, "-m", "localscore", "score", "hf://datasets/org/other", "-m",
+                              str(model)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert missing.returncode == 1
+    assert missing.stderr.splitlines()[-1] == (
+        "Error: hub dataset org/other is not in the Hugging Face cache and the hub cannot be reached; run once "
+        "with network access, or copy the cache and set HF_HUB_CACHE")
+
+
+def test_parquet_output_round_trips_every_column_type(tmp_path, q8_scorer):
+    struct = pa.struct([("source", pa.string()), ("tags", pa.list_(pa.string())), ("score", pa.float32())])
+    table = pa.table({
+        "id": pa.array([1, 2, None], pa.int32()),
+        "instruction": ["Name a colour.", "Add 2 and 3.", "Say hi."],
+        "input": [None, "", "politely"],
+        "output": ["Blue.", "5", "Hello!"],
+        "meta": pa.array([{"source": "a", "tags": ["x", "y"], "score": 0.5}, None,
+                          {"source": None, "tags": [], "score": None}], struct),
+        "flags": pa.array([[True], None, [False, None]], pa.list_(pa.bool_())),
+        "quality_score": [9.0, 9.0, 9.0],  # an old score: replaced
+    })
+    src = tmp_path / "in.parquet"
+    pq.write_table(table, src)
+    out = tmp_path / "out.parquet"
+    score_file(src, out, q8_scorer)
+    got = pq.read_table(out)
+    assert got.schema.names == ["id", "instruction", "input", "output", "meta", "flags", "quality_score",
+                                "quality_truncated", "quality_error"]
+    kept = table.drop_columns(["quality_score"])
+    assert got.select(kept.schema.names).equals(kept)
+    assert got.schema.field("quality_score").type == pa.float64()
+    assert got.column("quality_score").to_pylist() == q8_scorer.score_many(
+        [("Name a colour.", "Blue."), ("Add 2 and 3.", "5"), ("Say hi.\npolitely", "Hello!")])
+    assert got.column("quality_error").to_pylist() == [None] * 3
+
+
+def test_json_input_to_parquet_infers_columns(tmp_path, q8_scorer, mixed):
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in mixed) + "not json\n", encoding="utf-8")
+    score_file(src, tmp_path / "out.parquet", q8_scorer)
+    score_file(src, tmp_path / "out.jsonl", q8_scorer)
+    got = pq.read_table(tmp_path / "out.parquet")
+    assert got.schema.field("quality_scores").type == pa.list_(pa.float64())
+    assert got.schema.field("conversations").type == pa.list_(pa.struct([("from", pa.string()),
+                                                                         ("value", pa.string())]))
+    as_json = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert [{k: v for k, v in row.items() if v is not None} for row in got.to_pylist()] == as_json
+
+
+def test_json_fields_that_change_type_are_one_line(tmp_path, q8_scorer):
+    src = tmp_path / "in.jsonl"
+    src.write_text('{"id": 1, "instruction": "a", "output": "b"}\n{"id": "two", "instruction": "c", "output": "d"}\n')
+    with pytest.raises(OutputError, match=r"^result 2 does not fit one Parquet schema with the results before it "
+                                          r"\(a field changed type\); write JSON Lines instead"):
+        score_file(src, tmp_path / "out.parquet", q8_scorer)
+
+
+def test_missing_extras_name_the_pip_command(tmp_path, monkeypatch):
+    pq.write_table(pa.table({"instruction": ["a"], "output": ["b"]}), tmp_path / "in.parquet")
+    (tmp_path / "saved").mkdir()
+    (tmp_path / "saved" / "state.json").write_text("{}")
+    monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)
+    monkeypatch.setitem(sys.modules, "datasets", None)
+    with pytest.raises(InputError, match=r"^reading this input needs the parquet extra: "
+                                         r"pip install 'localscore\[parquet\]'$"):
+        read_records(tmp_path / "in.parquet", QUALITY)
+    with pytest.raises(InputError, match=r"needs the datasets extra: pip install 'localscore\[datasets\]'$"):
+        read_records(tmp_path / "saved", QUALITY)
+    from localscore.output import open_writer
+
+    with pytest.raises(OutputError, match=r"^writing Parquet needs the parquet extra: "
+                                          r"pip install 'localscore\[parquet\]'$"):
+        open_writer(tmp_path / "out.parquet")
+
+
+N_RECORDS = 240
+# The part size is a module constant; the killed process sets a small one so that parts exist before the kill.
+_SCORE = ("import sys; from localscore import parquet_output; parquet_output.PART_ROWS = 20; "
+          "from localscore.cli import cli; sys.exit(cli(sys.argv[1:]))")
+
+
+def _command(src: Path, out: Path, model: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-c", _SCORE, "score", str(src), "-o", str(out), "-m", str(model), "-q", *extra]
+
+
+def test_killed_parquet_run_resumes_to_the_same_file(tmp_path, model):
+    # Short records: what matters is where the kill lands, not what is scored.
+    table = pa.Table.from_pylist([{"id": i, "instruction": f"Write the number {i} in words.",
+                                   "output": f"{i:,} in words."} for i in range(N_RECORDS)])
+    src = tmp_path / "in.parquet"
+    pq.write_table(table, src)
+    full = tmp_path / "full.parquet"
+    subprocess.run(_command(src, full, model), cwd=ROOT, check=True, capture_output=True, timeout=600)
+
+    out = tmp_path / "out.parquet"
+    parts = tmp_path / "out.parquet.partial"
+    process = subprocess.Popen(_command(src, out, model), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and len(list(parts.glob("part-*.parquet"))) < 2:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.communicate(timeout=60)
+    done = sum(pq.ParquetFile(p).metadata.num_rows for p in parts.glob("part-*.parquet"))
+    assert 40 <= done < N_RECORDS, "the run finished before it could be killed"
+    assert not out.exists()
+
+    resumed = subprocess.run(_command(src, out, model, "--resume"), cwd=ROOT, capture_output=True, text=True,
+                             timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    assert out.read_bytes() == full.read_bytes()
+    assert not parts.exists()
