@@ -111,12 +111,14 @@ class ParquetWriter(Writer):
             with pq.ParquetWriter(sink, schema) as writer:
                 pending: list = []
                 for part in self._parts:
-                    table = pq.read_table(part)
-                    if not table.schema.equals(schema):
-                        table = pa.Table.from_pylist(table.to_pylist(), schema=schema)
-                    pending.append(table)
-                    while sum(len(t) for t in pending) >= ROW_GROUP_ROWS:
-                        pending = self._write_group(writer, pending, ROW_GROUP_ROWS)
+                    with pq.ParquetFile(part) as parquet:
+                        for batch in parquet.iter_batches(batch_size=ROW_GROUP_ROWS):
+                            table = pa.Table.from_batches([batch])
+                            if not table.schema.equals(schema):
+                                table = pa.Table.from_pylist(table.to_pylist(), schema=schema)
+                            pending.append(table)
+                            if sum(len(t) for t in pending) >= ROW_GROUP_ROWS:
+                                pending = self._write_group(writer, pending, ROW_GROUP_ROWS)
                 if pending:
                     self._write_group(writer, pending, sum(len(t) for t in pending))
             sink.sync()
@@ -145,7 +147,12 @@ class ParquetWriter(Writer):
     def _write_part(self) -> None:
         table = self._table(self._rows)
         buffer = self._pa.BufferOutputStream()
-        self._pq.write_table(table, buffer)
+        try:
+            self._pq.write_table(table, buffer)
+        except self._pa.ArrowException as e:  # e.g. an empty object: Parquet has no struct without fields
+            raise OutputError(f"results {self._in_parts + 1:,} to {self._in_parts + len(self._rows):,} cannot be "
+                              f"stored in Parquet ({e}); write JSON Lines instead (an -o name without .parquet)"
+                              ) from None
         part = self._folder / _PART.format(len(self._parts))
         temporary = part.with_name(part.name + _TEMPORARY)
         sink = Sink.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, resumable=True)
@@ -185,7 +192,8 @@ class ParquetWriter(Writer):
             except (pa.ArrowInvalid, pa.ArrowTypeError, OutputError):
                 raise OutputError(
                     f"result {self._in_parts + index + 1:,} does not fit one Parquet schema with the results before it "
-                    "(a field changed type); write JSON Lines instead (an -o name without .parquet)"
+                    "(a field changed type, or holds mixed types); write JSON Lines instead (an -o name without "
+                    ".parquet)"
                 ) from None
         raise AssertionError("rows that fail together fit one by one")
 

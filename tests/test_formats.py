@@ -140,7 +140,7 @@ def test_json_fields_that_change_type_are_one_line(tmp_path, q8_scorer):
     src = tmp_path / "in.jsonl"
     src.write_text('{"id": 1, "instruction": "a", "output": "b"}\n{"id": "two", "instruction": "c", "output": "d"}\n')
     with pytest.raises(OutputError, match=r"^result 2 does not fit one Parquet schema with the results before it "
-                                          r"\(a field changed type\); write JSON Lines instead"):
+                                          r"\(a field changed type, or holds mixed types\); write JSON Lines instead"):
         score_file(src, tmp_path / "out.parquet", q8_scorer)
 
 
