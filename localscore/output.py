@@ -11,6 +11,7 @@ import re
 import shutil
 import stat
 import sys
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -128,7 +129,7 @@ class Sink:
         return OutputError(f"cannot write {self.name}: {e.strerror}")
 
 
-class Writer:
+class Writer(ABC):
     """One result object per input record, in order. A writer per format implements it; `open_writer` picks one.
 
     The caller writes exactly one result per record that read_records yields, bad records included, in order;
@@ -155,14 +156,17 @@ class Writer:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
+    @abstractmethod
     def close(self) -> None:
-        raise NotImplementedError
+        """Release the output, keeping what was written for --resume."""
 
+    @abstractmethod
     def write(self, obj: dict) -> None:
-        raise NotImplementedError
+        """Add the next result."""
 
+    @abstractmethod
     def finish(self) -> None:
-        raise NotImplementedError
+        """Make the output complete and give it its name."""
 
     def check_resumed(self, record: Record, template: Template) -> None:
         """Check that the last resumed result is `record`'s, scored by `template`.

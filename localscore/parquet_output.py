@@ -71,6 +71,7 @@ class ParquetWriter(Writer):
         self._part_schema = None  # of the last part, for check_resumed
         self._rows: list[dict] = []
         self._in_parts = 0  # rows in self._parts
+        self._finished = False
         self._since = time.monotonic()
         self.name = str(self._folder)
         try:
@@ -92,7 +93,13 @@ class ParquetWriter(Writer):
             raise OutputError(f"cannot write {e.filename or self._folder}: {e.strerror}") from None
 
     def close(self) -> None:
-        """Leave the parts written so far for --resume; results not yet in a part are lost, and redone then."""
+        """Leave the parts for --resume. Results not yet in a part (Ctrl-C, --strict) are whole: they become one
+        more part, unless writing fails again (a full disk), and then --resume redoes them."""
+        if self._rows and not self._finished:
+            try:
+                self._write_part()
+            except OutputError:
+                pass
 
     def write(self, obj: dict) -> None:
         self._rows.append(obj)
@@ -126,6 +133,7 @@ class ParquetWriter(Writer):
             sink.close()
         publish(final, self._target.path)
         shutil.rmtree(self._folder)
+        self._finished = True
 
     def _stored(self, obj: dict) -> dict:
         schema = self._part_schema

@@ -17,9 +17,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from localscore.errors import InputError, OutputError
+from localscore.output import open_writer
 from localscore.records import read_records
 from localscore.runner import score_file
 from localscore.templates import QUALITY
+from tests.test_output import result_of, sample_records, score
 from tests.test_records import sharegpt_from_fastchat
 
 ROOT = Path(__file__).parent.parent
@@ -144,6 +146,20 @@ def test_json_fields_that_change_type_are_one_line(tmp_path, q8_scorer):
         score_file(src, tmp_path / "out.parquet", q8_scorer)
 
 
+def test_an_interrupted_parquet_run_keeps_every_finished_result(tmp_path):
+    records = sample_records()
+    reference = tmp_path / "reference.parquet"
+    score(reference, records)
+    out = tmp_path / "out.parquet"
+    with pytest.raises(KeyboardInterrupt):
+        with open_writer(out) as writer:
+            for record in records[:5]:
+                writer.write(result_of(record))
+            raise KeyboardInterrupt  # Ctrl-C long before a part is due
+    assert score(out, records, resume=True) == 5
+    assert out.read_bytes() == reference.read_bytes()
+
+
 def test_missing_extras_name_the_pip_command(tmp_path, monkeypatch):
     pq.write_table(pa.table({"instruction": ["a"], "output": ["b"]}), tmp_path / "in.parquet")
     (tmp_path / "saved").mkdir()
@@ -155,8 +171,6 @@ def test_missing_extras_name_the_pip_command(tmp_path, monkeypatch):
         read_records(tmp_path / "in.parquet", QUALITY)
     with pytest.raises(InputError, match=r"needs the datasets extra: pip install 'localscore\[datasets\]'$"):
         read_records(tmp_path / "saved", QUALITY)
-    from localscore.output import open_writer
-
     with pytest.raises(OutputError, match=r"^writing Parquet needs the parquet extra: "
                                           r"pip install 'localscore\[parquet\]'$"):
         open_writer(tmp_path / "out.parquet")
