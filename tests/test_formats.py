@@ -160,6 +160,25 @@ def test_an_interrupted_parquet_run_keeps_every_finished_result(tmp_path):
     assert out.read_bytes() == reference.read_bytes()
 
 
+def test_table_inputs_that_cannot_be_read_are_one_line(tmp_path):
+    import datasets
+
+    table = pa.table({"instruction": ["a"], "output": ["b"]})
+    datasets.DatasetDict({"test": datasets.Dataset(table)}).save_to_disk(str(tmp_path / "saved"))
+    with pytest.raises(InputError, match=r"^.*saved has no split 'train'; its splits are test \(--split\)$"):
+        read_records(tmp_path / "saved", QUALITY)
+    (tmp_path / "folder").mkdir()
+    pq.write_table(table, tmp_path / "folder" / "a.parquet")
+    pq.write_table(pa.table({"instruction": [1]}), tmp_path / "folder" / "b.parquet")
+    with pytest.raises(InputError, match=r"b\.parquet has other columns or types than .*a\.parquet; the Parquet "
+                                         r"files of one input must share one schema$"):
+        read_records(tmp_path / "folder", QUALITY)
+    cut = tmp_path / "cut.parquet"
+    cut.write_bytes((tmp_path / "folder" / "a.parquet").read_bytes()[:100])
+    with pytest.raises(InputError, match=r"cut\.parquet is not a readable Parquet file: "):
+        read_records(cut, QUALITY)
+
+
 def test_missing_extras_name_the_pip_command(tmp_path, monkeypatch):
     pq.write_table(pa.table({"instruction": ["a"], "output": ["b"]}), tmp_path / "in.parquet")
     (tmp_path / "saved").mkdir()

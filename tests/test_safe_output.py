@@ -65,6 +65,16 @@ def test_a_fifo_gets_the_lines_and_stays_a_fifo(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fifo"]
 
 
+def test_dev_stdout_is_written_in_place(tmp_path, model):
+    src = tmp_path / "in.jsonl"
+    src.write_text('{"instruction": "a", "output": "b"}\n')
+    result = subprocess.run([sys.executable, "-m", "localscore", "score", str(src), "-o", "/dev/stdout", "-m",
+                             str(model), "-q"], cwd=ROOT, capture_output=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "quality_score" in json.loads(result.stdout)
+    assert os.path.islink("/dev/stdout") and not os.path.exists("/dev/stdout.partial")
+
+
 def test_a_symlinked_output_stays_a_link_and_its_target_gets_the_result(tmp_path):
     target = tmp_path / "real.jsonl"
     target.write_text("old\n")
