@@ -243,11 +243,10 @@ class JsonlWriter(Writer):
                 # The run had finished: continue a copy, so that a longer input can still be completed.
                 _copy(target.path, partial)
             if resume and partial.exists():
-                with open(partial, "rb") as f:
+                with open(partial, "r+b") as f:
                     self.done, self._last, end = _complete_lines(f)
-                self._sink = Sink.open(partial, os.O_WRONLY, resumable=True)
-                os.ftruncate(self._sink._fd, end)
-                os.lseek(self._sink._fd, end, os.SEEK_SET)
+                    f.truncate(end)
+                self._sink = Sink.open(partial, os.O_WRONLY | os.O_APPEND, resumable=True)
             else:
                 self._sink = Sink.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, resumable=True)
         self.name = self._sink.name
