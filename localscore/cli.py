@@ -106,12 +106,15 @@ def score(input_path: str, output: Path | None, split: str, config: str | None, 
     from .models import default_model
     from .runner import score_file
     from .scorer import Scorer
+    from .shards import Shard
 
     if resume and output is None:
         raise click.UsageError("--resume needs an output file (-o)")
     if input_path != "-" and not input_path.startswith(HUB_PREFIX) and not os.path.exists(input_path):
-        # Before the model loads (or is converted on first use): a typo should cost nothing.
+        # Checked before the model loads (or is converted on first use): a typo should cost nothing.
         raise click.BadParameter(f"{input_path!r} does not exist.", param_hint="'INPUT'")
+    if shard is not None:
+        Shard.parse(shard)  # a bad I/N, too
     model = model_path or default_model(scorer, log=None if quiet else _log)
     source = sys.stdin.buffer if input_path == "-" else input_path
     with Scorer.from_path(model, scorer, ctx=ctx, threads=threads, n_gpu_layers=n_gpu_layers, too_long=too_long,

@@ -11,6 +11,7 @@ import re
 import shutil
 import stat
 import sys
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -128,7 +129,7 @@ class Sink:
         return OutputError(f"cannot write {self.name}: {e.strerror}")
 
 
-class Writer:
+class Writer(ABC):
     """One result object per input record, in order. A writer per format implements it; `open_writer` picks one.
 
     The caller writes exactly one result per record that read_records yields, bad records included, in order;
@@ -155,14 +156,17 @@ class Writer:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
+    @abstractmethod
     def close(self) -> None:
-        raise NotImplementedError
+        """Release the output, keeping what was written for --resume."""
 
+    @abstractmethod
     def write(self, obj: dict) -> None:
-        raise NotImplementedError
+        """Add the next result."""
 
+    @abstractmethod
     def finish(self) -> None:
-        raise NotImplementedError
+        """Make the output complete and give it its name."""
 
     def check_resumed(self, record: Record, template: Template) -> None:
         """Check that the last resumed result is `record`'s, scored by `template`.
@@ -239,11 +243,10 @@ class JsonlWriter(Writer):
                 # The run had finished: continue a copy, so that a longer input can still be completed.
                 _copy(target.path, partial)
             if resume and partial.exists():
-                with open(partial, "rb") as f:
+                with open(partial, "r+b") as f:
                     self.done, self._last, end = _complete_lines(f)
-                self._sink = Sink.open(partial, os.O_WRONLY, resumable=True)
-                os.ftruncate(self._sink._fd, end)
-                os.lseek(self._sink._fd, end, os.SEEK_SET)
+                    f.truncate(end)
+                self._sink = Sink.open(partial, os.O_WRONLY | os.O_APPEND, resumable=True)
             else:
                 self._sink = Sink.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, resumable=True)
         self.name = self._sink.name

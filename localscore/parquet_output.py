@@ -71,6 +71,7 @@ class ParquetWriter(Writer):
         self._part_schema = None  # of the last part, for check_resumed
         self._rows: list[dict] = []
         self._in_parts = 0  # rows in self._parts
+        self._finished = False
         self._since = time.monotonic()
         self.name = str(self._folder)
         try:
@@ -92,7 +93,13 @@ class ParquetWriter(Writer):
             raise OutputError(f"cannot write {e.filename or self._folder}: {e.strerror}") from None
 
     def close(self) -> None:
-        """Leave the parts written so far for --resume; results not yet in a part are lost, and redone then."""
+        """Leave the parts for --resume. Results not yet in a part (Ctrl-C, --strict) are whole: they become one
+        more part, unless writing fails again (a full disk), and then --resume redoes them."""
+        if self._rows and not self._finished:
+            try:
+                self._write_part()
+            except OutputError:
+                pass
 
     def write(self, obj: dict) -> None:
         self._rows.append(obj)
@@ -111,12 +118,14 @@ class ParquetWriter(Writer):
             with pq.ParquetWriter(sink, schema) as writer:
                 pending: list = []
                 for part in self._parts:
-                    table = pq.read_table(part)
-                    if not table.schema.equals(schema):
-                        table = pa.Table.from_pylist(table.to_pylist(), schema=schema)
-                    pending.append(table)
-                    while sum(len(t) for t in pending) >= ROW_GROUP_ROWS:
-                        pending = self._write_group(writer, pending, ROW_GROUP_ROWS)
+                    with pq.ParquetFile(part) as parquet:
+                        for batch in parquet.iter_batches(batch_size=ROW_GROUP_ROWS):
+                            table = pa.Table.from_batches([batch])
+                            if not table.schema.equals(schema):
+                                table = pa.Table.from_pylist(table.to_pylist(), schema=schema)
+                            pending.append(table)
+                            if sum(len(t) for t in pending) >= ROW_GROUP_ROWS:
+                                pending = self._write_group(writer, pending, ROW_GROUP_ROWS)
                 if pending:
                     self._write_group(writer, pending, sum(len(t) for t in pending))
             sink.sync()
@@ -124,6 +133,7 @@ class ParquetWriter(Writer):
             sink.close()
         publish(final, self._target.path)
         shutil.rmtree(self._folder)
+        self._finished = True
 
     def _stored(self, obj: dict) -> dict:
         schema = self._part_schema
@@ -145,7 +155,12 @@ class ParquetWriter(Writer):
     def _write_part(self) -> None:
         table = self._table(self._rows)
         buffer = self._pa.BufferOutputStream()
-        self._pq.write_table(table, buffer)
+        try:
+            self._pq.write_table(table, buffer)
+        except self._pa.ArrowException as e:  # e.g. an empty object: Parquet has no struct without fields
+            raise OutputError(f"results {self._in_parts + 1:,} to {self._in_parts + len(self._rows):,} cannot be "
+                              f"stored in Parquet ({e}); write JSON Lines instead (an -o name without .parquet)"
+                              ) from None
         part = self._folder / _PART.format(len(self._parts))
         temporary = part.with_name(part.name + _TEMPORARY)
         sink = Sink.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, resumable=True)
@@ -185,7 +200,8 @@ class ParquetWriter(Writer):
             except (pa.ArrowInvalid, pa.ArrowTypeError, OutputError):
                 raise OutputError(
                     f"result {self._in_parts + index + 1:,} does not fit one Parquet schema with the results before it "
-                    "(a field changed type); write JSON Lines instead (an -o name without .parquet)"
+                    "(a field changed type, or holds mixed types); write JSON Lines instead (an -o name without "
+                    ".parquet)"
                 ) from None
         raise AssertionError("rows that fail together fit one by one")
 

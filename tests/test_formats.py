@@ -17,9 +17,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from localscore.errors import InputError, OutputError
+from localscore.output import open_writer
 from localscore.records import read_records
 from localscore.runner import score_file
 from localscore.templates import QUALITY
+from tests.test_output import result_of, sample_records, score
 from tests.test_records import sharegpt_from_fastchat
 
 ROOT = Path(__file__).parent.parent
@@ -140,8 +142,41 @@ def test_json_fields_that_change_type_are_one_line(tmp_path, q8_scorer):
     src = tmp_path / "in.jsonl"
     src.write_text('{"id": 1, "instruction": "a", "output": "b"}\n{"id": "two", "instruction": "c", "output": "d"}\n')
     with pytest.raises(OutputError, match=r"^result 2 does not fit one Parquet schema with the results before it "
-                                          r"\(a field changed type\); write JSON Lines instead"):
+                                          r"\(a field changed type, or holds mixed types\); write JSON Lines instead"):
         score_file(src, tmp_path / "out.parquet", q8_scorer)
+
+
+def test_an_interrupted_parquet_run_keeps_every_finished_result(tmp_path):
+    records = sample_records()
+    reference = tmp_path / "reference.parquet"
+    score(reference, records)
+    out = tmp_path / "out.parquet"
+    with pytest.raises(KeyboardInterrupt):
+        with open_writer(out) as writer:
+            for record in records[:5]:
+                writer.write(result_of(record))
+            raise KeyboardInterrupt  # Ctrl-C long before a part is due
+    assert score(out, records, resume=True) == 5
+    assert out.read_bytes() == reference.read_bytes()
+
+
+def test_table_inputs_that_cannot_be_read_are_one_line(tmp_path):
+    import datasets
+
+    table = pa.table({"instruction": ["a"], "output": ["b"]})
+    datasets.DatasetDict({"test": datasets.Dataset(table)}).save_to_disk(str(tmp_path / "saved"))
+    with pytest.raises(InputError, match=r"^.*saved has no split 'train'; its splits are test \(--split\)$"):
+        read_records(tmp_path / "saved", QUALITY)
+    (tmp_path / "folder").mkdir()
+    pq.write_table(table, tmp_path / "folder" / "a.parquet")
+    pq.write_table(pa.table({"instruction": [1]}), tmp_path / "folder" / "b.parquet")
+    with pytest.raises(InputError, match=r"b\.parquet has other columns or types than .*a\.parquet; the Parquet "
+                                         r"files of one input must share one schema$"):
+        read_records(tmp_path / "folder", QUALITY)
+    cut = tmp_path / "cut.parquet"
+    cut.write_bytes((tmp_path / "folder" / "a.parquet").read_bytes()[:100])
+    with pytest.raises(InputError, match=r"cut\.parquet is not a readable Parquet file: "):
+        read_records(cut, QUALITY)
 
 
 def test_missing_extras_name_the_pip_command(tmp_path, monkeypatch):
@@ -155,8 +190,6 @@ def test_missing_extras_name_the_pip_command(tmp_path, monkeypatch):
         read_records(tmp_path / "in.parquet", QUALITY)
     with pytest.raises(InputError, match=r"needs the datasets extra: pip install 'localscore\[datasets\]'$"):
         read_records(tmp_path / "saved", QUALITY)
-    from localscore.output import open_writer
-
     with pytest.raises(OutputError, match=r"^writing Parquet needs the parquet extra: "
                                           r"pip install 'localscore\[parquet\]'$"):
         open_writer(tmp_path / "out.parquet")

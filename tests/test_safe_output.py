@@ -65,6 +65,16 @@ def test_a_fifo_gets_the_lines_and_stays_a_fifo(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fifo"]
 
 
+def test_dev_stdout_is_written_in_place(tmp_path, model):
+    src = tmp_path / "in.jsonl"
+    src.write_text('{"instruction": "a", "output": "b"}\n')
+    result = subprocess.run([sys.executable, "-m", "localscore", "score", str(src), "-o", "/dev/stdout", "-m",
+                             str(model), "-q"], cwd=ROOT, capture_output=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "quality_score" in json.loads(result.stdout)
+    assert os.path.islink("/dev/stdout") and not os.path.exists("/dev/stdout.partial")
+
+
 def test_a_symlinked_output_stays_a_link_and_its_target_gets_the_result(tmp_path):
     target = tmp_path / "real.jsonl"
     target.write_text("old\n")
@@ -107,14 +117,14 @@ def test_an_output_inside_an_input_folder_is_refused(tmp_path, model):
                                               f"{folder}, where it would be read as input; write it elsewhere")
 
 
-def _disk_fills_after(monkeypatch, room: int) -> None:
-    """Writes to `.partial` files fail with ENOSPC once `room` bytes went in, as on a full disk (a short write
-    first, then the error)."""
+def _disk_fills_after(monkeypatch, room: int, files: tuple[str, ...] = (".partial", ".tmp")) -> None:
+    """Writes to files whose names end in `files` fail with ENOSPC once `room` bytes went in, as on a full disk
+    (a short write first, then the error)."""
     real_write = os.write
     left = [room]
 
     def write(fd, data):
-        if not os.readlink(f"/proc/self/fd/{fd}").endswith((".partial", ".tmp")):
+        if not os.readlink(f"/proc/self/fd/{fd}").endswith(files):
             return real_write(fd, data)
         if left[0] <= 0:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
@@ -144,6 +154,21 @@ def test_a_full_disk_is_one_line_and_resumes_to_the_same_file(tmp_path, monkeypa
                         str(error.value))
     assert not out.exists() and partial(out).exists()
     assert 0 < score(out, records, resume=True) < len(records)
+    assert out.read_bytes() == reference.read_bytes()
+
+
+def test_a_full_disk_while_joining_the_parquet_parts_resumes(tmp_path, monkeypatch):
+    records = sample_records()
+    reference = tmp_path / "reference.parquet"
+    score(reference, records)
+    out = tmp_path / "out.parquet"
+    with monkeypatch.context() as patch:
+        _disk_fills_after(patch, 1000, files=("final.tmp",))
+        with pytest.raises(OutputError, match=r"^disk full writing .*out\.parquet\.partial/final\.tmp; free some "
+                                              r"space, then rerun with --resume to continue$"):
+            score(out, records)
+    assert not out.exists()
+    assert score(out, records, resume=True) == len(records)  # every result was in a part: only the join is redone
     assert out.read_bytes() == reference.read_bytes()
 
 
