@@ -58,6 +58,12 @@ def sharegpt_conversations() -> list[dict]:
     return json.loads((DATA / "fastchat_dummy_conversation.json").read_text(encoding="utf-8"))
 
 
+def sharegpt_turns(record: dict) -> list[tuple[str, str]]:
+    """(human, gpt) pairs of a ShareGPT record that alternates from the human side."""
+    c = record["conversations"]
+    return [(c[i]["value"], c[i + 1]["value"]) for i in range(0, len(c), 2)]
+
+
 @pytest.fixture(scope="session")
 def embedder_checkpoint(tmp_path_factory, tiny_checkpoint) -> Path:
     """The tiny checkpoint relabelled as Mistral (Deita's embedder is Mistral-7B-v0.1), no sliding window."""

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from localscore.cli import cli
 from localscore.embedding import Embedder
 from localscore.embedding_cache import CachedEmbedder, EmbeddingCache
-from tests.conftest import sharegpt_conversations
+from tests.conftest import sharegpt_conversations, sharegpt_turns as turns
 
 # FastChat's vicuna_v1.1 (Deita vendors it in selection/embedder/conversation.py): ADD_COLON_TWO, sep " ", sep2 "</s>".
 VICUNA_SYSTEM = ("A chat between a curious user and an artificial intelligence assistant. "
@@ -57,11 +57,6 @@ class DeitaEmbedder:
         with self.torch.no_grad():
             out = self.model(self.torch.tensor([ids]), output_hidden_states=True)
         return out.hidden_states[-1][:, -1][0].numpy()
-
-
-def turns(record: dict) -> list[tuple[str, str]]:
-    c = record["conversations"]
-    return [(c[i]["value"], c[i + 1]["value"]) for i in range(0, len(c), 2)]
 
 
 @pytest.fixture(scope="module")
