@@ -18,8 +18,7 @@ from .errors import InputError
 
 EVOL_FIELD = "evol_score"
 SIMILARITY_FIELD = "nearest_similarity"
-# Candidates compared in one matrix product. A block never reaches past the point where the budget could be
-# full, so blocking changes neither the result nor how many embeddings are needed.
+# Candidates compared in one matrix product (blocking changes nothing in the result).
 BLOCK = 256
 
 # An (N, d) array of embeddings (or a memory map), or a function that returns the rows for given record indices
@@ -81,14 +80,17 @@ def diversity_filter(order: Sequence[int], embeddings: Embeddings, budget: int, 
     if budget < 1:
         raise InputError(f"budget must be at least 1, got {budget}")
     order = np.asarray(order, dtype=np.int64)
-    fetch = embeddings if callable(embeddings) else (lambda rows: embeddings[rows])
+    lazy = callable(embeddings)
+    fetch = embeddings if lazy else (lambda rows: embeddings[rows])
     kept: np.ndarray | None = None
     n_kept = 0
     indices: list[int] = []
     similarities: list[float | None] = []
     examined = rejected = 0
     while n_kept < budget and examined < len(order):
-        block = order[examined:examined + min(BLOCK, budget - n_kept)]
+        # Lazily computed embeddings: a block never reaches past where the budget could fill, so no embedding
+        # is computed that the one-at-a-time walk would not compute.
+        block = order[examined:examined + (min(BLOCK, budget - n_kept) if lazy else BLOCK)]
         vectors = np.asarray(fetch(block), dtype=np.float32)
         vectors = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
         if kept is None:
@@ -97,6 +99,7 @@ def diversity_filter(order: Sequence[int], embeddings: Embeddings, budget: int, 
         within = vectors @ vectors.T
         accepted: list[int] = []
         for j, index in enumerate(block):
+            examined += 1
             best = np.max(within[j, accepted], initial=best_kept[j]) if accepted else best_kept[j]
             if n_kept + len(accepted) and best > threshold:
                 rejected += 1
@@ -104,7 +107,8 @@ def diversity_filter(order: Sequence[int], embeddings: Embeddings, budget: int, 
             accepted.append(j)
             indices.append(int(index))
             similarities.append(float(best) if n_kept + len(accepted) > 1 else None)
+            if n_kept + len(accepted) == budget:
+                break
         kept[n_kept:n_kept + len(accepted)] = vectors[accepted]
         n_kept += len(accepted)
-        examined += len(block)
     return Selection(indices, similarities, examined, rejected)
