@@ -60,9 +60,7 @@ def select_file(source: str | os.PathLike | BinaryIO, output: str | os.PathLike 
     start = time.perf_counter()
     records = list(read_records(source, QUALITY))
     summary.records = len(records)
-    scores = np.full(len(records), np.nan)
-    for i, record in enumerate(records):
-        scores[i] = _evol_score(record)
+    scores = np.array([_evol_score(record) for record in records], dtype=np.float64)
     order = rank(scores)[:int(np.isfinite(scores).sum())]  # NaN (unscored) sort last and are left out
     summary.unscored = len(records) - len(order)
 
@@ -117,6 +115,11 @@ def _lazy_selection(records: list[Record], order: np.ndarray, model_path: str | 
 
         try:
             return diversity_filter(order, vectors, budget, threshold)
+        except KeyboardInterrupt:
+            from .runner import Interrupted
+
+            raise Interrupted("interrupted; the embeddings computed so far are cached, so running the same "
+                              "command again continues from there", summary) from None
         finally:
             bar.close()
             summary.computed, summary.reused = cached.computed, cached.reused
