@@ -8,7 +8,7 @@ from pathlib import Path
 
 import llama_cpp
 
-from localscore.engine import forget_log, llama_said
+from localscore.llama_log import LlamaLog
 from localscore.errors import ConversionError
 
 # localscore's quant names -> llama.cpp's file types (what llama-quantize calls Q4_K_M etc.).
@@ -25,8 +25,8 @@ def quantize(source: Path, output: Path, quant: str) -> None:
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = FTYPES[quant]
     params.nthread = os.cpu_count() or 1
-    # localscore.engine owns llama.cpp's log: the per-tensor progress stays hidden, the cause of a failure is quoted.
-    forget_log()
-    status = llama_cpp.llama_model_quantize(os.fsencode(source), os.fsencode(output), ctypes.byref(params))
+    # The per-tensor progress stays hidden in the log's scope; the cause of a failure is quoted from it.
+    with LlamaLog().scope() as log:
+        status = llama_cpp.llama_model_quantize(os.fsencode(source), os.fsencode(output), ctypes.byref(params))
     if status != 0:
-        raise ConversionError(f"llama.cpp could not quantize {source} to {quant} (status {status}){llama_said()}")
+        raise ConversionError(f"llama.cpp could not quantize {source} to {quant} (status {status}){log.said()}")

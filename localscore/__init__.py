@@ -7,11 +7,12 @@ from typing import TYPE_CHECKING
 from .errors import ConversionError, InputError, LocalscoreError, ModelError
 
 if TYPE_CHECKING:
+    from .embedding import Embedder
     from .scorer import Scorer
 
 __version__ = "0.1.0"
 
-__all__ = ["Scorer", "LocalscoreError", "InputError", "ModelError", "ConversionError", "__version__"]
+__all__ = ["Scorer", "Embedder", "LocalscoreError", "InputError", "ModelError", "ConversionError", "__version__"]
 
 
 def __getattr__(name: str):
@@ -20,4 +21,8 @@ def __getattr__(name: str):
         from .scorer import Scorer
 
         return Scorer
+    if name == "Embedder":
+        from .embedding import Embedder
+
+        return Embedder
     raise AttributeError(f"module 'localscore' has no attribute {name!r}")

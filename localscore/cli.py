@@ -144,3 +144,74 @@ def merge(shard_outputs: tuple[str, ...], output: Path) -> None:
 
     count = merge_shards(list(shard_outputs), output)
     _log(f"merged {len(shard_outputs)} shards, {count:,} records, into {output}")
+
+
+def _model_run_options(command):
+    """-t, --n-gpu-layers, -q, -v: how a command that runs a model runs it."""
+    for option in reversed([
+        click.option("threads", "-t", "--threads", type=click.IntRange(min=1),
+                     help="CPU threads (default: physical cores)."),
+        click.option("n_gpu_layers", "--n-gpu-layers", type=int,
+                     help="Layers to offload to Metal/CUDA (default: all when built with GPU support)."),
+        click.option("quiet", "-q", "--quiet", is_flag=True, help="No progress and no summary."),
+        click.option("verbose", "-v", "--verbose", is_flag=True, help="Show llama.cpp's log."),
+    ]):
+        command = option(command)
+    return command
+
+
+@cli.command()
+@click.argument("input_path", metavar="INPUT", type=click.Path(exists=True, dir_okay=False, allow_dash=True, path_type=str))
+@click.option("model_path", "-m", "--model", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Embedder GGUF (Deita uses Mistral-7B-v0.1).")
+@click.option("output", "-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help=".npy file to write: float32, one row per input record.")
+@_model_run_options
+def embed(input_path: str, model_path: Path, output: Path, threads: int | None, n_gpu_layers: int | None,
+          quiet: bool, verbose: bool) -> None:
+    """Embed every record's conversation as Deita's embedder does (last token, final hidden state).
+
+    Computed embeddings are also cached, so rerunning an interrupted run only computes the rest.
+
+    Example: localscore embed scored.jsonl -m mistral-7b.q8_0.gguf -o embeddings.npy
+    """
+    from .embed_run import embed_file
+    from .embedding import Embedder
+
+    source = sys.stdin.buffer if input_path == "-" else input_path
+    with Embedder.from_path(model_path, threads=threads, n_gpu_layers=n_gpu_layers, verbose=verbose) as embedder:
+        summary = embed_file(source, output, embedder, progress=not quiet and sys.stderr.isatty())
+    if not quiet:
+        _log(summary.line())
+
+
+@cli.command()
+@click.argument("input_path", metavar="INPUT", type=click.Path(exists=True, dir_okay=False, allow_dash=True, path_type=str))
+@click.option("budget", "-k", "--budget", type=click.IntRange(min=1), required=True,
+              help="How many records to select (Deita: 6000 or 10000).")
+@click.option("threshold", "--threshold", type=click.FloatRange(0, 1), default=0.9, show_default=True,
+              help="Reject a record whose cosine similarity to a kept one is above this.")
+@click.option("model_path", "-m", "--model", type=click.Path(dir_okay=False, path_type=Path),
+              help="Embedder GGUF: embed only the records the selection reaches.")
+@click.option("embeddings_path", "--embeddings", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Embeddings made by `localscore embed` from the same INPUT.")
+@click.option("output", "-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="JSONL file to write (default: stdout).")
+@_model_run_options
+def select(input_path: str, budget: int, threshold: float, model_path: Path | None, embeddings_path: Path | None,
+           output: Path | None, threads: int | None, n_gpu_layers: int | None, quiet: bool, verbose: bool) -> None:
+    """Select the best and most diverse records of a file scored by both Deita scorers (Deita's method).
+
+    Records are ranked by evol score (sum over turns of complexity x quality) and kept unless too similar to
+    one kept before; output is the kept records, best first, with evol_score and nearest_similarity.
+
+    Example: localscore select scored.jsonl --budget 6000 -m mistral-7b.q8_0.gguf -o selected.jsonl
+    """
+    from .select_run import select_file
+
+    source = sys.stdin.buffer if input_path == "-" else input_path
+    summary = select_file(source, output, budget=budget, threshold=threshold, model_path=model_path,
+                          embeddings_path=embeddings_path, threads=threads, n_gpu_layers=n_gpu_layers,
+                          verbose=verbose, progress=not quiet and sys.stderr.isatty())
+    if not quiet:
+        _log(summary.line())

@@ -1,165 +1,45 @@
-"""The only module that talks to llama.cpp: load a GGUF once, tokenize, and evaluate prompts (prefill only)
-returning just the logits of a handful of tokens at each prompt's last position."""
+"""The scoring context: evaluate prompts (prefill only) on a loaded model and return just the logits of a
+handful of tokens at each prompt's last position."""
 
 from __future__ import annotations
 
-import collections
-import ctypes
 import os
-import sys
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Sequence
 
 import llama_cpp
 import numpy as np
 
-from .errors import ModelError
+from .llama_model import EngineInfo, Model, has_amx, physical_cores
 
-# Architectures whose GGUF is a Llama-shaped decoder (Deita scorers are Llama-7B; Mistral converts to "llama").
-SUPPORTED_ARCHITECTURES = ("llama",)
+__all__ = ["Engine", "EngineInfo", "HEAD_CELLS", "has_amx", "physical_cores"]
 
 # KV cells reserved for the shared head (the Deita templates' heads are 23 and 27 tokens).
 HEAD_CELLS = 64
 
-_FTYPE_NAMES = {value: name.removeprefix("LLAMA_FTYPE_").removeprefix("MOSTLY_").lower()
-                for name, value in vars(llama_cpp).items() if name.startswith("LLAMA_FTYPE_")}
 
-_log_lines: collections.deque[str] = collections.deque(maxlen=50)
-_log_verbose = False
-
-
-@llama_cpp.llama_log_callback
-def _log(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
-    # llama.cpp explains load failures only in its log; keep the tail so errors can quote it.
-    line = text.decode("utf-8", errors="replace")
-    _log_lines.append(line)
-    if _log_verbose:
-        print(line, end="", file=sys.stderr, flush=True)
-
-
-llama_cpp.llama_log_set(_log, ctypes.c_void_p(0))
-
-
-def forget_log() -> None:
-    """Start a fresh log tail before a llama.cpp call whose failure llama_said() should explain."""
-    _log_lines.clear()
-
-
-def llama_said() -> str:
-    """" (llama.cpp: <first error it logged>)", or "" when it logged none."""
-    errors = [ln.strip() for ln in _log_lines if "error" in ln.lower() or "failed" in ln.lower()]
-    # The first complaint is the cause; later ones ("failed to load model") only repeat that it failed.
-    return f" (llama.cpp: {errors[0].split('error loading model: ')[-1]})" if errors else ""
-
-
-def physical_cores() -> int:
-    """Physical cores this process may run on: llama.cpp's matmuls gain nothing from hyper-threads."""
-    if hasattr(os, "sched_getaffinity"):
-        cpus = os.sched_getaffinity(0)
-        siblings = set()
-        for cpu in cpus:
-            try:
-                siblings.add(Path(f"/sys/devices/system/cpu/cpu{cpu}/topology/thread_siblings_list").read_text())
-            except OSError:
-                return len(cpus)
-        return max(1, len(siblings))
-    if sys.platform == "darwin":
-        import subprocess
-
-        try:
-            out = subprocess.run(["sysctl", "-n", "hw.physicalcpu"], capture_output=True, text=True, check=True)
-            return max(1, int(out.stdout))
-        except (OSError, ValueError, subprocess.CalledProcessError):
-            pass
-    return os.cpu_count() or 1
-
-
-def has_amx() -> bool:
-    """llama.cpp's AMX matmul crashes on quantized models (ggml-org/llama.cpp#20824)."""
-    return b"AMX_INT8 = 1" in (llama_cpp.llama_print_system_info() or b"")
-
-
-@dataclass(frozen=True)
-class EngineInfo:
-    path: Path
-    architecture: str
-    file_type: str
-    full_precision: bool
-    n_ctx: int
-    n_ctx_train: int
-    n_threads: int
-    n_gpu_layers: int
-
-
-class Engine:
-    """One llama.cpp model + context. Prompts are token id lists (BOS included); each evaluation returns
+class Engine(Model):
+    """One llama.cpp model + scoring context. Prompts are token id lists (BOS included); each evaluation returns
     float32 logits of `targets` at the last position.
 
     The head (token ids every prompt starts with, e.g. the template's fixed text) is decoded once into
     sequence 0 and shared: each prompt copies the matching part into its own sequence and decodes only the
     rest. Everything a prompt computes is then a function of that prompt alone, so its score does not depend
     on which prompts ran before it, in what order, or where a resumed run restarted.
+
+    The KV cache holds what the longest group so far needs (the full context only when the data needs it):
+    prompts are still truncated to `n_ctx`, only the allocation follows the data. Scores are the same bit for
+    bit as with a full-size cache.
     """
 
     def __init__(self, path: str | os.PathLike, *, n_ctx: int | None = None, n_threads: int | None = None,
                  n_gpu_layers: int | None = None, n_seq_max: int = 2, verbose: bool = False):
-        global _log_verbose
-        _log_verbose = verbose
-        self._model = self._ctx = self._batch = None
-        self.path = Path(path)
-        if not self.path.is_file():
-            raise ModelError(f"model file {self.path} does not exist; convert one with `localscore convert`")
-        llama_cpp.llama_backend_init()
-
-        mparams = llama_cpp.llama_model_default_params()
-        if n_gpu_layers is not None:
-            mparams.n_gpu_layers = n_gpu_layers
-        if has_amx():
-            # Without the extra (AMX/repack) buffer types the CPU path is stable and, measured here, faster.
-            mparams.use_extra_bufts = False
-        forget_log()
-        self._model = llama_cpp.llama_model_load_from_file(str(self.path).encode(), mparams)
-        if not self._model:
-            raise ModelError(f"cannot load {self.path}: not a valid GGUF model file{llama_said()}")
+        self._batch = None
+        super().__init__(path, n_threads=n_threads, n_gpu_layers=n_gpu_layers, verbose=verbose)
         try:
-            self._vocab = llama_cpp.llama_model_get_vocab(self._model)
-            arch = self.meta("general.architecture") or "unknown"
-            if arch not in SUPPORTED_ARCHITECTURES:
-                raise ModelError(f"{self.path} is a '{arch}' model; localscore scores with Llama-family "
-                                 "scorers (convert one with `localscore convert`)")
-            self.n_vocab = llama_cpp.llama_vocab_n_tokens(self._vocab)
-            self.bos = llama_cpp.llama_vocab_bos(self._vocab)
-            ftype = llama_cpp.llama_model_ftype(self._model)
-            full_precision = ftype == llama_cpp.LLAMA_FTYPE_ALL_F32
-            n_ctx_train = llama_cpp.llama_model_n_ctx_train(self._model)
-            n_threads = n_threads or physical_cores()
-
-            cparams = llama_cpp.llama_context_default_params()
-            requested = n_ctx or n_ctx_train
-            # Cells for the shared head on top of a full-length prompt: a prompt that does not start with the
-            # head (or a packed group) must still fit beside it.
-            cparams.n_ctx = requested + HEAD_CELLS
-            # One decode call per prompt: the batch holds a whole prompt.
-            cparams.n_batch = requested
-            cparams.n_seq_max = n_seq_max
-            # Shared head cells are visible to every sequence only in a unified KV cache.
-            cparams.kv_unified = True
-            cparams.n_threads = cparams.n_threads_batch = n_threads
-            cparams.no_perf = True
-            if full_precision:
-                # An F32 model is for exact scores: llama.cpp's f16 KV cache and f16 CPU flash attention
-                # would move them by ~1e-3; an f32 cache without flash attention matches to ~1e-6.
-                cparams.type_k = cparams.type_v = llama_cpp.GGML_TYPE_F32
-                cparams.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
-            self._ctx = llama_cpp.llama_init_from_model(self._model, cparams)
-            if not self._ctx:
-                raise ModelError(f"cannot create a llama.cpp context for {self.path} with n_ctx={cparams.n_ctx}"
-                                 f"{llama_said()}; try a smaller --ctx")
-            self._mem = llama_cpp.llama_get_memory(self._ctx)
-            self.n_batch = llama_cpp.llama_n_batch(self._ctx)
-            self.n_ctx = min(requested, self.n_batch)  # the longest prompt this engine evaluates
+            # The longest prompt this engine evaluates; one decode call takes a whole prompt (or packed group).
+            self.n_ctx = self.n_batch = n_ctx or self.n_ctx_train
             self.n_seq_max = n_seq_max
+            self._head: list[int] = []
             self._batch = llama_cpp.llama_batch_init(self.n_batch, 0, n_seq_max)
             self._tokens = np.ctypeslib.as_array(self._batch.token, shape=(self.n_batch,))
             self._pos = np.ctypeslib.as_array(self._batch.pos, shape=(self.n_batch,))
@@ -167,66 +47,37 @@ class Engine:
             self._n_seq_id = np.ctypeslib.as_array(self._batch.n_seq_id, shape=(self.n_batch,))
             self._n_seq_id[:] = 1
             self._seq_of = np.full(self.n_batch, -1, dtype=np.int32)
-            self._head: list[int] = []
-            self.info = EngineInfo(self.path, arch, _FTYPE_NAMES.get(ftype, str(ftype)), full_precision, self.n_ctx,
-                                   n_ctx_train, n_threads, mparams.n_gpu_layers)
+            self._ensure_cells(HEAD_CELLS, self._max_cells)
+            self.info = EngineInfo(self.path, self.architecture, self.file_type, self.full_precision, self.n_ctx,
+                                   self.n_ctx_train, self.n_threads, self.n_gpu_layers)
         except BaseException:
             self.close()
             raise
 
-    # -- vocabulary ---------------------------------------------------------------------------------------
-    def meta(self, key: str) -> str | None:
-        buf = ctypes.create_string_buffer(256)
-        n = llama_cpp.llama_model_meta_val_str(self._model, key.encode(), buf, len(buf))
-        return buf.value.decode("utf-8", errors="replace") if n >= 0 else None
+    @property
+    def _max_cells(self) -> int:
+        # Cells for the shared head on top of a full-length prompt: a prompt that does not start with the head
+        # (or a packed group) must still fit beside it.
+        return self.n_ctx + HEAD_CELLS
 
-    def tokenize(self, text: str, *, bos: bool = True) -> list[int]:
-        """Ids as SentencePiece gives them; user text is never parsed for special tokens."""
-        data = text.encode("utf-8")
-        cap = len(data) + 8
-        buf = (llama_cpp.llama_token * cap)()
-        n = llama_cpp.llama_tokenize(self._vocab, data, len(data), buf, cap, False, False)
-        if n < 0:
-            cap = -n
-            buf = (llama_cpp.llama_token * cap)()
-            n = llama_cpp.llama_tokenize(self._vocab, data, len(data), buf, cap, False, False)
-        ids = buf[:n]
-        return [self.bos, *ids] if bos else ids
+    def _context_params(self, n_cells: int) -> llama_cpp.llama_context_params:
+        cparams = self._base_context_params(n_cells)
+        cparams.n_batch = self.n_batch
+        cparams.n_seq_max = self.n_seq_max
+        # Shared head cells are visible to every sequence only in a unified KV cache.
+        cparams.kv_unified = True
+        return cparams
 
-    def detokenize(self, ids: Sequence[int]) -> str:
-        arr = (llama_cpp.llama_token * len(ids))(*ids)
-        cap = 4 * len(ids) + 16
-        while True:
-            buf = ctypes.create_string_buffer(cap)
-            n = llama_cpp.llama_detokenize(self._vocab, arr, len(ids), buf, cap, False, False)
-            if n >= 0:
-                return buf.raw[:n].decode("utf-8", errors="replace")
-            cap = -n
-
-    def token_text(self, token: int) -> bytes:
-        return llama_cpp.llama_vocab_get_text(self._vocab, token) or b""
-
-    def single_token_ids(self, labels: Sequence[str]) -> tuple[int, ...]:
-        """The ids of the tokens whose text is exactly each label ("1".."6"), from the model's own vocabulary."""
-        wanted = {label.encode(): label for label in labels}
-        found: dict[str, int] = {}
-        for token in range(self.n_vocab):
-            label = wanted.get(self.token_text(token))
-            if label is not None and label not in found:
-                found[label] = token
-        missing = [label for label in labels if label not in found]
-        if missing:
-            raise ModelError(f"{self.path} has no single-token {', '.join(repr(m) for m in missing)} in its "
-                             "vocabulary, so it cannot be a Deita scorer (the score is read from the digit tokens)")
-        return tuple(found[label] for label in labels)
+    def _on_new_context(self) -> None:
+        if self._head:
+            self._decode_group([(0, self._head, 0)], want_logits=False)
 
     # -- evaluation ---------------------------------------------------------------------------------------
     def set_head(self, head: Sequence[int]) -> None:
         """Decode the shared head into sequence 0 (done once; prompts copy its cells instead of recomputing)."""
         llama_cpp.llama_memory_clear(self._mem, True)
         self._head = list(head)[:HEAD_CELLS]
-        if self._head:
-            self._decode([(0, self._head, 0)], want_logits=False)
+        self._on_new_context()
 
     def logits(self, prompt: Sequence[int], targets: Sequence[int]) -> np.ndarray:
         """Evaluate one prompt; the logits of `targets` at its last position (float32, len(targets))."""
@@ -251,12 +102,12 @@ class Engine:
             rest = len(prompt) - shared
             # Any one prompt fits a single decode (n_ctx <= n_batch); a group never outgrows it.
             if group and (len(group) == self.n_seq_max - 1 or used + rest > self.n_batch):
-                results.extend(self._run_group(group, targets))
+                results.extend(self._run_group(group, used, targets))
                 group, used = [], 0
             group.append((len(group) + 1, prompt, shared))
             used += rest
         if group:
-            results.extend(self._run_group(group, targets))
+            results.extend(self._run_group(group, used, targets))
         return results
 
     def _shared_len(self, prompt: Sequence[int]) -> int:
@@ -266,12 +117,14 @@ class Engine:
             n += 1
         return n
 
-    def _run_group(self, group: list[tuple[int, Sequence[int], int]], targets: Sequence[int]) -> list[np.ndarray]:
+    def _run_group(self, group: list[tuple[int, Sequence[int], int]], used: int,
+                   targets: Sequence[int]) -> list[np.ndarray]:
+        self._ensure_cells(HEAD_CELLS + used, self._max_cells)
         try:
             for seq, _, shared in group:
                 if shared:
                     llama_cpp.llama_memory_seq_cp(self._mem, 0, seq, 0, shared)
-            outputs = self._decode(group, want_logits=True)
+            outputs = self._decode_group(group, want_logits=True)
             results = []
             for index in outputs:
                 row = llama_cpp.llama_get_logits_ith(self._ctx, index)
@@ -281,7 +134,7 @@ class Engine:
             for seq, _, _ in group:
                 llama_cpp.llama_memory_seq_rm(self._mem, seq, -1, -1)
 
-    def _decode(self, group: list[tuple[int, Sequence[int], int]], want_logits: bool) -> list[int]:
+    def _decode_group(self, group: list[tuple[int, Sequence[int], int]], want_logits: bool) -> list[int]:
         """One llama_decode of each (seq, tokens, start) from `start` on (the caller keeps a group within
         n_batch); returns the batch index of each sequence's last token."""
         tokens, pos, flags = self._tokens, self._pos, self._logits_flags
@@ -297,9 +150,7 @@ class Engine:
             flags[n - 1] = want_logits
             last_index.append(n - 1)
         self._batch.n_tokens = n
-        rc = llama_cpp.llama_decode(self._ctx, self._batch)
-        if rc != 0:
-            raise ModelError(f"llama_decode failed with code {rc} on {self.path}{llama_said()}")
+        self._decode(self._batch)
         return last_index
 
     def _set_seq(self, start: int, count: int, seq: int) -> None:
@@ -316,18 +167,7 @@ class Engine:
         if self._batch is not None:
             llama_cpp.llama_batch_free(self._batch)
             self._batch = None
-        if self._ctx:
-            llama_cpp.llama_free(self._ctx)
-            self._ctx = None
-        if self._model:
-            llama_cpp.llama_model_free(self._model)
-            self._model = None
+        super().close()
 
     def __enter__(self) -> "Engine":
         return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        self.close()

@@ -60,3 +60,35 @@ def q8_scorer(gguf_file):
 
     with Scorer.from_path(gguf_file("q8_0")) as scorer:
         yield scorer
+
+
+def sharegpt_conversations() -> list[dict]:
+    """FastChat's dummy conversations: ShareGPT records of 1 to 3 human/gpt turns."""
+    return json.loads((DATA / "fastchat_dummy_conversation.json").read_text(encoding="utf-8"))
+
+
+def sharegpt_turns(record: dict) -> list[tuple[str, str]]:
+    """(human, gpt) pairs of a ShareGPT record that alternates from the human side."""
+    c = record["conversations"]
+    return [(c[i]["value"], c[i + 1]["value"]) for i in range(0, len(c), 2)]
+
+
+@pytest.fixture(scope="session")
+def embedder_checkpoint(tmp_path_factory, tiny_checkpoint) -> Path:
+    """The tiny checkpoint relabelled as Mistral (Deita's embedder is Mistral-7B-v0.1), no sliding window."""
+    import shutil
+
+    folder = tmp_path_factory.mktemp("embedder") / "mistral-tiny"
+    shutil.copytree(tiny_checkpoint, folder)
+    config = json.loads((folder / "config.json").read_text())
+    config |= {"architectures": ["MistralForCausalLM"], "model_type": "mistral", "sliding_window": None}
+    (folder / "config.json").write_text(json.dumps(config, indent=2))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def embedder_gguf(tmp_path_factory, embedder_checkpoint) -> Path:
+    """The tiny Mistral-shaped embedder as an F32 GGUF (exact: f32 KV cache, no flash attention)."""
+    from convert import convert
+
+    return convert(embedder_checkpoint, tmp_path_factory.mktemp("embedder-gguf") / "mistral-tiny.f32.gguf", "f32")

@@ -10,7 +10,7 @@ import gguf
 import numpy as np
 import pytest
 
-from localscore import ModelError, Scorer
+from localscore import ModelError, Scorer, llama_model
 from localscore.engine import Engine, physical_cores
 from localscore.prompts import shared_head
 from localscore.templates import COMPLEXITY, QUALITY
@@ -87,6 +87,44 @@ def test_packing_stays_within_measured_drift(gguf_file, some_pairs):
         reordered = np.array(scorer.score_many([some_pairs[i] for i in order]))[np.argsort(order)]
     assert np.abs(packed - single).max() <= PACK_DRIFT
     assert np.abs(reordered - single).max() <= PACK_DRIFT
+
+
+@pytest.mark.parametrize("quant", ["f32", "q8_0"])
+def test_kv_cache_follows_the_data_and_scores_stay_bit_identical(gguf_file, some_pairs, monkeypatch, quant):
+    long_pair = (" ".join(p[0] for p in some_pairs), " ".join(p[1] for p in some_pairs))  # ~1,900 tokens
+    pairs = some_pairs[:8] + [long_pair] + some_pairs[8:]
+    with Scorer.from_path(gguf_file(quant), threads=2) as scorer:
+        short = scorer.score_many(some_pairs[:8])
+        short_cells = scorer.engine.n_cells
+        grown = short + scorer.score_many(pairs[8:])  # the context is rebuilt larger for the long pair
+        grown_cells = scorer.engine.n_cells
+    monkeypatch.setattr(llama_model, "CELL_STEP", 1 << 20)  # always the full context, as before
+    with Scorer.from_path(gguf_file(quant), threads=2) as scorer:
+        full = scorer.score_many(pairs)
+        assert scorer.engine.n_cells == 2048 + 64
+    assert short_cells <= 512 and grown_cells == 2048 + 64
+    assert grown == full
+
+
+def test_two_engines_keep_their_own_log(gguf_file, some_pairs, capfd):
+    with llama_model.Model(gguf_file("f32"), verbose=True) as loud:
+        assert "llama_model_loader" in capfd.readouterr().err
+        loud_lines = list(loud.log._lines)
+        with llama_model.Model(gguf_file("q8_0")) as quiet:
+            assert capfd.readouterr().err == ""  # the loud model's verbosity is its own
+            assert any("model buffer size" in line for line in quiet.log._lines)
+        assert list(loud.log._lines) == loud_lines  # and it heard nothing of the other's loading
+    with Scorer.from_path(gguf_file("f32"), verbose=True) as loud, Scorer.from_path(gguf_file("q8_0")) as quiet:
+        capfd.readouterr()
+        quiet.score(*some_pairs[0])
+        assert capfd.readouterr().err == ""
+        # A failure quotes the failing engine's own log, never another's.
+        broken = gguf_file("q8_0").parent / "missing-tensors.gguf"
+        broken.write_bytes(gguf_file("q8_0").read_bytes()[:100_000])
+        with pytest.raises(ModelError, match=r"cannot load .*missing-tensors\.gguf: not a valid GGUF model file "
+                                             r"\(llama\.cpp: [^)]*\)$"):
+            Scorer.from_path(broken)
+        loud.score(*some_pairs[0])
 
 
 def test_score_token_ids_come_from_the_vocabulary(gguf_file):

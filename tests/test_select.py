@@ -1,0 +1,216 @@
+"""Deita's selection: evol score, then the diversity filter (selection/filter/base.py, IterativeFilter with batch
+size 1), reimplemented here in torch the way Deita runs it; localscore must pick exactly the same records."""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from localscore import selection
+from localscore.cli import cli
+from localscore.embedding import Embedder
+from localscore.errors import InputError
+from localscore.select_run import select_file
+from localscore.selection import diversity_filter, evol_scores, select
+from tests.conftest import sharegpt_conversations, sharegpt_turns as turns
+
+
+def deita_final_scores(records: list[dict]) -> np.ndarray:
+    """Combined_Filter._sort: np.array per score column, multiplied, summed per record."""
+    out = []
+    for r in records:
+        c = np.array(r.get("complexity_scores", r.get("complexity_score")))
+        q = np.array(r.get("quality_scores", r.get("quality_score")))
+        out.append((c * q).sum())
+    return np.array(out)
+
+
+def deita_filter(records: list[dict], embeddings: np.ndarray, data_size: int, threshold: float) -> list[int]:
+    """IterativeFilter.filter with batch_size 1 and cosine distance, as Deita runs it (torch float32)."""
+    import torch
+
+    order = np.argsort(-deita_final_scores(records), kind="stable")
+    emb = np.asarray(embeddings)[order]
+
+    def cosine(a, b):
+        a, b = a / a.norm(dim=1)[:, None], b / b.norm(dim=1)[:, None]  # normalize_emb
+        a, b = a / a.norm(dim=1)[:, None], b / b.norm(dim=1)[:, None]  # and again for 'cosine'
+        return torch.mm(a, b.t())
+
+    kept = [0]
+    for i in range(1, len(emb)):
+        cur = torch.tensor(emb[i:i + 1], dtype=torch.float32)
+        existing = torch.tensor(emb[kept], dtype=torch.float32)
+        if not torch.any(cosine(cur, existing) > threshold, dim=1)[0]:
+            kept.append(i)
+        if len(kept) >= data_size:
+            break
+    return [int(order[k]) for k in kept[:data_size]]
+
+
+def scored(records: list[dict], seed: int = 0) -> list[dict]:
+    """Records with distinct random quality and complexity scores per turn (distinct evol scores: pandas'
+    unstable sort and a stable one agree)."""
+    rng = random.Random(seed)
+    out = []
+    for r in records:
+        n = len(r["conversations"]) // 2
+        out.append({**r, "quality_scores": [rng.uniform(1, 6) for _ in range(n)],
+                    "complexity_scores": [rng.uniform(1, 6) for _ in range(n)]})
+    return out
+
+
+@pytest.fixture(scope="module")
+def pool() -> list[dict]:
+    records = sharegpt_conversations()
+    return scored(records[:40] + records[167:200] + records[333:360])  # 100 records, 1 to 3 turns
+
+
+@pytest.fixture(scope="module")
+def pool_embeddings(embedder_gguf, pool) -> np.ndarray:
+    with Embedder.from_path(embedder_gguf, threads=1) as embedder:
+        return embedder.embed([turns(r) for r in pool])
+
+
+def test_evol_score_is_the_sum_of_products_over_turns():
+    records = [{"quality_score": 2.0, "complexity_score": 3.0},
+               {"quality_scores": [1.0, 2.0], "complexity_scores": [3.0, 4.0]}]
+    np.testing.assert_array_equal(evol_scores(records), [6.0, 11.0])
+    with pytest.raises(InputError, match="record 1 has 2 complexity but 1 quality scores"):
+        evol_scores([{"quality_scores": [1.0], "complexity_scores": [1.0, 2.0]}])
+
+
+@pytest.mark.parametrize("budget", [1, 5, 20, 100, 500])
+@pytest.mark.parametrize("threshold", [0.8, 0.9, 0.95, 0.99])
+def test_same_selection_as_deita(pool, pool_embeddings, budget, threshold):
+    ours = select(pool, pool_embeddings, budget, threshold)
+    assert ours.indices == deita_filter(pool, pool_embeddings, budget, threshold)
+    assert ours.rejected == ours.examined - len(ours.indices)
+
+
+def test_the_walk_keeps_real_near_duplicates_apart(pool, pool_embeddings):
+    # The thresholds above are not trivial on this pool: some reject most records, some few.
+    kept = [len(select(pool, pool_embeddings, 100, t).indices) for t in (0.8, 0.9, 0.95, 0.99)]
+    assert kept[0] < 10 and kept[-1] > 60 and kept == sorted(kept)
+
+
+def test_blocks_check_candidates_against_acceptances_in_the_same_block(monkeypatch):
+    rng = np.random.default_rng(0)
+    base = rng.standard_normal((40, 64)).astype(np.float32)
+    # Every record has a near-duplicate 20 places later in the walk: inside one block of 256.
+    vectors = np.concatenate([base, base + 0.01 * rng.standard_normal(base.shape).astype(np.float32)])
+    order = np.arange(len(vectors))
+    blocked = diversity_filter(order, vectors, 1000, 0.9)
+    monkeypatch.setattr(selection, "BLOCK", 1)
+    one_at_a_time = diversity_filter(order, vectors, 1000, 0.9)
+    assert (blocked.indices, blocked.examined, blocked.rejected) == (
+        one_at_a_time.indices, one_at_a_time.examined, one_at_a_time.rejected)
+    assert blocked.similarities[1:] == pytest.approx(one_at_a_time.similarities[1:], abs=1e-6)
+    assert blocked.indices == list(range(40)) and blocked.rejected == 40
+
+
+def test_ties_keep_input_order():
+    records = [{"quality_score": 2.0, "complexity_score": 2.0}] * 3 + [{"quality_score": 3.0, "complexity_score": 3.0}]
+    vectors = np.eye(4, dtype=np.float32)
+    assert select(records, vectors, 4).indices == [3, 0, 1, 2]
+
+
+def test_similarity_is_to_the_nearest_record_kept_before(pool, pool_embeddings):
+    result = select(pool, pool_embeddings, 10, 0.97)
+    unit = pool_embeddings / np.linalg.norm(pool_embeddings, axis=1, keepdims=True)
+    assert result.similarities[0] is None
+    for n in range(1, 10):
+        before = unit[result.indices[:n]]
+        expected = float((before @ unit[result.indices[n]]).max())
+        assert result.similarities[n] == pytest.approx(expected, abs=1e-6)
+        assert result.similarities[n] <= 0.97
+
+
+def write_jsonl(path, records):
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+def read_jsonl(path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_lazy_selection_embeds_only_what_the_walk_reaches(tmp_path, embedder_gguf, pool, pool_embeddings):
+    source = write_jsonl(tmp_path / "scored.jsonl", pool)
+    eager_file = tmp_path / "emb.npy"
+    np.save(eager_file, pool_embeddings)
+    for budget, threshold in [(10, 0.97), (25, 0.99)]:
+        eager = select_file(source, tmp_path / "eager.jsonl", budget=budget, threshold=threshold,
+                            embeddings_path=eager_file)
+        lazy = select_file(source, tmp_path / "lazy.jsonl", budget=budget, threshold=threshold,
+                           model_path=embedder_gguf, threads=1, cache_path=tmp_path / f"cache-{budget}.sqlite")
+        lazy_out, eager_out = (read_jsonl(tmp_path / f"{name}.jsonl") for name in ("lazy", "eager"))
+        assert [r["id"] for r in lazy_out] == [r["id"] for r in eager_out]
+        for a, b in zip(lazy_out, eager_out):  # the similarity only to float32 rounding (other block shapes)
+            assert a == {**b, "nearest_similarity": a["nearest_similarity"]}
+            assert a["nearest_similarity"] == pytest.approx(b["nearest_similarity"], abs=1e-6)
+        # Only the records the walk examined were embedded: fewer than the pool (Deita embeds all 100).
+        assert lazy.computed == lazy.examined == eager.examined < len(pool)
+        print(f"budget {budget}, threshold {threshold}: {lazy.computed} of {len(pool)} records embedded")
+    again = select_file(source, tmp_path / "again.jsonl", budget=25, threshold=0.97, model_path=embedder_gguf,
+                        threads=1, cache_path=tmp_path / "cache-25.sqlite")
+    assert again.reused > 0 and again.computed == again.examined - again.reused
+
+
+def test_select_command(tmp_path, monkeypatch, pool, pool_embeddings):
+    monkeypatch.setenv("LOCALSCORE_CACHE", str(tmp_path / "cache"))
+    records = pool[:30] + [{"instruction": "x", "output": "y", "quality_error": "prompt is too long"}]
+    source = write_jsonl(tmp_path / "scored.jsonl", records)
+    embeddings = tmp_path / "emb.npy"
+    np.save(embeddings, np.concatenate([pool_embeddings[:30], np.full((1, pool_embeddings.shape[1]), np.nan)]))
+    result = CliRunner().invoke(cli, ["select", str(source), "--budget", "5", "--threshold", "0.95",
+                                      "--embeddings", str(embeddings)], catch_exceptions=False)
+    assert result.exit_code == 0
+    *lines, summary = result.output.splitlines()
+    expected = select(pool[:30], pool_embeddings[:30], 5, 0.95)
+    chosen = [json.loads(line) for line in lines]
+    assert [c["id"] for c in chosen] == [pool[i]["id"] for i in expected.indices]
+    assert chosen[0] == {**pool[expected.indices[0]], "evol_score": pytest.approx(evol_scores(
+        [pool[expected.indices[0]]])[0]), "nearest_similarity": None}
+    assert re.fullmatch(rf"localscore: 5 selected from 31 records \(1 without scores skipped\) in [\d.]+ s: "
+                        rf"{expected.examined} examined, {expected.rejected} rejected as near-duplicates; "
+                        r"0 embedded, 0 from the cache", summary)
+
+
+@pytest.mark.parametrize("args, message", [
+    ([], "Error: give the embedder (-m EMBEDDER.gguf) or precomputed embeddings (--embeddings FILE), one of the two"),
+    (["--embeddings", "{emb}", "-m", "{emb}"],
+     "Error: give the embedder (-m EMBEDDER.gguf) or precomputed embeddings (--embeddings FILE), one of the two"),
+])
+def test_select_needs_one_source_of_embeddings(tmp_path, pool, args, message):
+    source = write_jsonl(tmp_path / "scored.jsonl", pool[:3])
+    np.save(tmp_path / "emb.npy", np.zeros((3, 4), dtype=np.float32))
+    args = [a.format(emb=tmp_path / "emb.npy") for a in args]
+    result = CliRunner().invoke(cli, ["select", str(source), "-k", "2", *args], catch_exceptions=False)
+    assert (result.exit_code, result.output) == (1, message + "\n")
+
+
+def test_select_names_the_command_that_adds_missing_scores(tmp_path, pool):
+    records = [{k: v for k, v in r.items() if k != "complexity_scores"} for r in pool[:3]]
+    source = write_jsonl(tmp_path / "quality-only.jsonl", records)
+    np.save(tmp_path / "emb.npy", np.zeros((3, 4), dtype=np.float32))
+    result = CliRunner().invoke(cli, ["select", str(source), "-k", "2", "--embeddings", str(tmp_path / "emb.npy")],
+                                catch_exceptions=False)
+    assert (result.exit_code, result.output) == (1, (
+        "Error: record 1 has no complexity_score(s); score the data with both scorers first: localscore score "
+        "INPUT -m QUALITY.gguf | localscore score - --scorer complexity -m COMPLEXITY.gguf -o scored.jsonl\n"))
+
+
+def test_select_refuses_embeddings_of_another_input(tmp_path, pool):
+    source = write_jsonl(tmp_path / "scored.jsonl", pool[:3])
+    np.save(tmp_path / "emb.npy", np.zeros((4, 8), dtype=np.float32))
+    result = CliRunner().invoke(cli, ["select", str(source), "-k", "2", "--embeddings", str(tmp_path / "emb.npy")],
+                                catch_exceptions=False)
+    assert (result.exit_code, result.output) == (1, (
+        f"Error: embeddings {tmp_path / 'emb.npy'} have 4 rows but the input has 3 records; make them from this "
+        "input with `localscore embed`\n"))
