@@ -37,11 +37,13 @@ ROW_GROUP = 1024
 
 @dataclass
 class ActorStats:
-    """What one actor did: records and prompt tokens scored, seconds spent scoring them, its peak memory."""
+    """What one actor did: records and prompt tokens scored, the wall and CPU seconds spent scoring them (CPU time
+    tells a slow node from a busy one), its peak memory."""
 
     records: int = 0
     tokens: int = 0
     seconds: float = 0.0
+    cpu_seconds: float = 0.0
     peak_rss_mb: float = 0.0
 
     def line(self, name: str) -> str:
@@ -55,10 +57,10 @@ class RaySummary(Summary):
     actors: dict[str, ActorStats] = field(default_factory=dict)  # "host:pid" -> its work
 
 
-def score_on_ray(input_path: str | os.PathLike, output: str | os.PathLike, *, model_path: str | os.PathLike | None = None,
-                 scorer: str = "quality", actors: int = 1, threads: int = 1, ctx: int | None = None,
-                 too_long: str = "truncate", pack: int = 1, strict: bool = False, progress: bool = False,
-                 verbose: bool = False) -> RaySummary:
+def score_on_ray(input_path: str | os.PathLike, output: str | os.PathLike, *,
+                 model_path: str | os.PathLike | None = None, scorer: str = "quality", actors: int = 1,
+                 threads: int = 1, ctx: int | None = None, too_long: str = "truncate", pack: int = 1,
+                 strict: bool = False, progress: bool = False, verbose: bool = False) -> RaySummary:
     """Score every record of `input_path` (JSON Lines, a JSON array, or Parquet when the name ends in .parquet) on
     the Ray cluster this process is connected to, or the one `RAY_ADDRESS` names, or a new local one; write
     `output` as one Parquet file in input order, every input column kept plus the `<scorer>_*` result columns.
@@ -68,7 +70,6 @@ def score_on_ray(input_path: str | os.PathLike, output: str | os.PathLike, *, mo
     `strict` the first one in input order raises InputError.
     """
     ray = _import_ray()
-    monotonically_increasing_id = ray.data.expressions.monotonically_increasing_id
     if scorer not in TEMPLATES:
         raise InputError(f"unknown scorer {scorer!r}; choose {' or '.join(TEMPLATES)}")
     if actors < 1 or threads < 1:
@@ -88,7 +89,7 @@ def score_on_ray(input_path: str | os.PathLike, output: str | os.PathLike, *, mo
         try:
             # Read (and number) everything before the actors start: they hold the CPUs they ask for, and a read
             # task waiting for one would wait forever. The records are small next to the time they take to score.
-            dataset = dataset.with_column(ROW, monotonically_increasing_id()).materialize()
+            dataset = dataset.with_column(ROW, ray.data.expressions.monotonically_increasing_id()).materialize()
         except ray.exceptions.RayTaskError as e:
             raise _read_error(e, input_path) from None
         per_block = max(1, min(MAX_BLOCK_ROWS, math.ceil(dataset.count() / (BLOCKS_PER_ACTOR * actors))))
@@ -154,12 +155,13 @@ class _ScoreBatches:
         records = [make_record(row + 1, {k: v for k, v in data.items() if v is not None}, self.template)
                    for row, data in zip(rows, batch.drop_columns([ROW]).to_pylist())]
         outputs = []
-        clock = time.perf_counter()
+        clock, cpu = time.perf_counter(), time.process_time()
         for row, scored in zip(rows, score_records(self.scorer, records)):
-            now = time.perf_counter()
+            now, now_cpu = time.perf_counter(), time.process_time()
             outputs.append(scored.output | {ROW: row, INFO: {"actor": self.name, "tokens": scored.tokens,
-                                                             "seconds": now - clock, "rss_mb": _peak_rss_mb()}})
-            clock = now
+                                                             "seconds": now - clock, "cpu_seconds": now_cpu - cpu,
+                                                             "rss_mb": _peak_rss_mb()}})
+            clock, cpu = now, now_cpu
         return pa.Table.from_pylist(outputs, schema=_output_schema(batch.schema, self.template))
 
 
@@ -190,7 +192,7 @@ def _output_schema(schema: pa.Schema, template: Template) -> pa.Schema:
     score, scores, truncated, error = result_fields(template)
     kept = [f for f in schema if f.name not in (score, scores, truncated, error, ROW)]
     info = pa.struct([("actor", pa.string()), ("tokens", pa.int64()), ("seconds", pa.float64()),
-                      ("rss_mb", pa.float64())])
+                      ("cpu_seconds", pa.float64()), ("rss_mb", pa.float64())])
     return pa.schema([*kept, pa.field(score, pa.float64()), pa.field(scores, pa.list_(pa.float64())),
                       pa.field(truncated, pa.bool_()), pa.field(error, pa.string()), pa.field(ROW, pa.int64()),
                       pa.field(INFO, info)])
@@ -225,6 +227,7 @@ def _count(summary: RaySummary, results: pa.Table, infos: list[dict], template: 
         stats.records += 1
         stats.tokens += info["tokens"]
         stats.seconds += info["seconds"]
+        stats.cpu_seconds += info["cpu_seconds"]
         stats.peak_rss_mb = max(stats.peak_rss_mb, info["rss_mb"])
         summary.tokens += info["tokens"]
 
