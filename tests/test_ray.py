@@ -8,16 +8,16 @@ import logging
 import sys
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
+import ray
 from click.testing import CliRunner
 
 from localscore import LocalscoreError, ModelError, Scorer
 from localscore.cli import cli
 from localscore.errors import InputError
 from localscore.runner import score_file
-
-ray = pytest.importorskip("ray")
-pq = pytest.importorskip("pyarrow.parquet")
 
 DATA = Path(__file__).parent / "data"
 
@@ -93,8 +93,6 @@ def test_ray_cli_equals_the_single_process_run(cluster, jsonl, model, single, tm
 
 
 def test_parquet_input_and_strict(cluster, jsonl, records, model, single, tmp_path):
-    import pyarrow as pa
-
     from localscore.distributed import score_on_ray
 
     src = tmp_path / "in.parquet"
