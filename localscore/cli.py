@@ -80,7 +80,8 @@ def convert(source: str, output: Path, quant: str) -> None:
               help="Scorer GGUF (default: the official Deita scorer, converted once into the cache).")
 @click.option("scorer", "-s", "--scorer", type=click.Choice(list(TEMPLATES)), default="quality", show_default=True,
               help="Which Deita prompt to score with.")
-@click.option("threads", "-t", "--threads", type=click.IntRange(min=1), help="CPU threads (default: physical cores).")
+@click.option("threads", "-t", "--threads", type=click.IntRange(min=1),
+              help="CPU threads (default: physical cores; with --ray: per actor, default 1).")
 @click.option("n_gpu_layers", "--n-gpu-layers", type=int,
               help="Layers to offload to Metal/CUDA (default: all when built with GPU support).")
 @click.option("ctx", "-c", "--ctx", type=click.IntRange(min=16), help="Context in tokens (default: the model's, 2048).")
@@ -93,9 +94,12 @@ def convert(source: str, output: Path, quant: str) -> None:
 @click.option("strict", "--strict", is_flag=True, help="Stop at the first bad record instead of marking it.")
 @click.option("quiet", "-q", "--quiet", is_flag=True, help="No progress bar and no summary.")
 @click.option("verbose", "-v", "--verbose", is_flag=True, help="Show llama.cpp's log.")
+@click.option("ray", "--ray", is_flag=True,
+              help="Score on a Ray cluster ($RAY_ADDRESS, else a local one); -o is written as Parquet.")
+@click.option("actors", "--actors", type=click.IntRange(min=1), help="With --ray: scoring actors, one model each.")
 def score(input_path: str, output: Path | None, split: str, config: str | None, model_path: Path | None, scorer: str,
           threads: int | None, n_gpu_layers: int | None, ctx: int | None, too_long: str, pack: int, shard: str | None,
-          resume: bool, strict: bool, quiet: bool, verbose: bool) -> None:
+          resume: bool, strict: bool, quiet: bool, verbose: bool, ray: bool, actors: int | None) -> None:
     """Score instruction data: JSONL or a JSON array (- for stdin), a Parquet file or folder of Parquet files, a
     datasets save_to_disk folder, or a hub dataset hf://datasets/ORG/NAME; Alpaca, ShareGPT or chat messages.
 
@@ -103,6 +107,13 @@ def score(input_path: str, output: Path | None, split: str, config: str | None, 
 
     Example: localscore score data.jsonl -o scored.jsonl -m deita-quality.q4_k_m.gguf
     """
+    if ray:
+        return _score_on_ray(input_path, output, model_path=model_path, scorer=scorer, actors=actors or 1,
+                             threads=threads or 1, ctx=ctx, too_long=too_long, pack=pack, strict=strict, quiet=quiet,
+                             verbose=verbose, not_with_ray={"--resume": resume, "--n-gpu-layers": n_gpu_layers,
+                                                            "--shard": shard, "--config": config})
+    if actors is not None:
+        raise click.UsageError("--actors needs --ray")
     from .models import default_model
     from .runner import score_file
     from .scorer import Scorer
@@ -214,4 +225,20 @@ def select(input_path: str, budget: int, threshold: float, model_path: Path | No
                           embeddings_path=embeddings_path, threads=threads, n_gpu_layers=n_gpu_layers,
                           verbose=verbose, progress=not quiet and sys.stderr.isatty())
     if not quiet:
+        _log(summary.line())
+
+
+def _score_on_ray(input_path: str, output: Path | None, *, quiet: bool, not_with_ray: dict[str, object],
+                  **options: object) -> None:
+    from .distributed import score_on_ray
+
+    for flag, value in not_with_ray.items():
+        if value:
+            raise click.UsageError(f"{flag} does not work with --ray")
+    if output is None or input_path == "-":
+        raise click.UsageError("--ray reads INPUT as a file and writes -o as Parquet: give both")
+    summary = score_on_ray(input_path, output, progress=not quiet and sys.stderr.isatty(), **options)
+    if not quiet:
+        for name, actor in summary.actors.items():
+            _log(actor.line(name))
         _log(summary.line())

@@ -6,6 +6,8 @@ import os
 from pathlib import Path
 from typing import Callable
 
+from filelock import FileLock, Timeout
+
 from .errors import LocalscoreError, ModelError
 
 DEFAULT_REPOS = {
@@ -26,18 +28,34 @@ def default_model(scorer: str, log: Callable[[str], None] | None = None) -> Path
     """The cached GGUF of the official scorer, converting it from the Hugging Face hub on first use."""
     repo = DEFAULT_REPOS[scorer]
     path = cache_dir() / f"{repo.split('/')[-1]}.{DEFAULT_QUANT}.gguf"
-    if path.is_file():
+    if path.is_file():  # a conversion renames its finished file into place, so a file there is whole
         return path
     try:
         from convert import convert
     except ImportError:
         raise ModelError(f"no model given (-m) and {path} is not cached; pass -m MODEL.gguf, or install the "
                          "converter (pip install 'localscore[convert]') to make it on first use") from None
-    if log:
-        log(f"first use: converting {repo} to {DEFAULT_QUANT} into {path} (once)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Processes that start at once (Ray actors on one node, a job array) convert one at a time: two conversions
+    # would write the same .partial file. filelock comes with huggingface-hub, which uses it for its own cache; it
+    # locks on Windows as on POSIX, and the OS releases the lock of a process that dies.
+    lock = FileLock(path.with_name(path.name + ".lock"))
     try:
-        convert(repo, path, DEFAULT_QUANT, log=log)
-    except LocalscoreError as e:
-        raise ModelError(f"no model given (-m) and the default {scorer} scorer is not in {path}: {e}; "
-                         f"then pass it with -m or put it at that path") from None
+        lock.acquire(timeout=0)
+    except Timeout:
+        if log:
+            log(f"waiting for another process converting {repo} into {path}")
+        lock.acquire()
+    try:
+        if path.is_file():  # the process we waited for made it
+            return path
+        if log:
+            log(f"first use: converting {repo} to {DEFAULT_QUANT} into {path} (once)")
+        try:
+            convert(repo, path, DEFAULT_QUANT, log=log)
+        except LocalscoreError as e:
+            raise ModelError(f"no model given (-m) and the default {scorer} scorer is not in {path}: {e}; "
+                             f"then pass it with -m or put it at that path") from None
+    finally:
+        lock.release()
     return path

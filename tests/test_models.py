@@ -1,0 +1,48 @@
+"""The default-model cache: processes that start at once convert the model once and all get the whole file."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+# Stands in for the converter in each process: slow enough that both processes find the cache empty, and it
+# records every call.
+STARTER = textwrap.dedent("""
+    import sys, time
+    from pathlib import Path
+
+    import convert
+    from localscore.models import default_model
+
+    def slow_convert(repo, path, quant, log=None):
+        with open(sys.argv[1], "a") as calls:
+            calls.write(f"{repo} {quant}\\n")
+        partial = Path(str(path) + ".partial")
+        partial.write_bytes(b"GGUF" + bytes(1000))
+        time.sleep(3)
+        partial.replace(path)
+        return path
+
+    convert.convert = slow_convert
+    path = default_model("quality", log=lambda message: print(message, file=sys.stderr))
+    print(path, len(path.read_bytes()))
+""")
+
+
+def test_processes_starting_at_once_convert_the_default_model_once(tmp_path):
+    calls = tmp_path / "calls.txt"
+    env = {**os.environ, "LOCALSCORE_CACHE": str(tmp_path / "cache"),
+           "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent.parent), os.environ.get("PYTHONPATH", "")])}
+    processes = [subprocess.Popen([sys.executable, "-c", STARTER, str(calls)], env=env, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outputs = [process.communicate(timeout=120) for process in processes]
+    assert [process.returncode for process in processes] == [0, 0], outputs
+    expected = f"{tmp_path / 'cache' / 'deita-quality-scorer.q4_k_m.gguf'} 1004\n"
+    assert [stdout for stdout, _ in outputs] == [expected, expected]
+    assert calls.read_text() == "hkust-nlp/deita-quality-scorer q4_k_m\n"
+    logs = sorted(stderr for _, stderr in outputs)
+    assert logs[0].startswith("first use: converting hkust-nlp/deita-quality-scorer")
+    assert logs[1].startswith("waiting for another process converting hkust-nlp/deita-quality-scorer")

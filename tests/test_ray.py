@@ -1,0 +1,143 @@
+"""Scoring on Ray: one local Ray cluster (2 CPUs) per module, 2 actors x 1 thread, compared record for record with
+the single-process run."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import ray
+from click.testing import CliRunner
+
+from localscore import LocalscoreError, ModelError, Scorer
+from localscore.cli import cli
+from localscore.errors import InputError
+from localscore.runner import score_file
+
+DATA = Path(__file__).parent / "data"
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    # A small object store: the default takes 30% of the machine's memory.
+    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=200 * 2**20, logging_level=logging.WARNING)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def model(gguf_file) -> Path:
+    return gguf_file("f32")
+
+
+@pytest.fixture(scope="module")
+def records() -> list[dict]:
+    """40 real records: Alpaca (some with an input), multi-turn ShareGPT, and three that cannot be scored."""
+    alpaca = []
+    with open(DATA / "self_instruct_user_oriented.jsonl", encoding="utf-8") as f:
+        for line in list(f)[:28]:
+            task = json.loads(line)
+            alpaca.append({"id": task["id"], "instruction": task["instruction"],
+                           "input": task["instances"][0]["input"], "output": task["instances"][0]["output"]})
+    sharegpt = json.loads((DATA / "fastchat_dummy_conversation.json").read_text(encoding="utf-8"))[:9]
+    bad = [
+        {"id": "bad_empty", "instruction": "Say hi.", "input": "", "output": "   "},
+        {"id": "bad_order", "conversations": [{"from": "gpt", "value": "Hello"}, {"from": "human", "value": "Hi"}]},
+        {"id": "bad_shape", "instruction": "Only a question?"},
+    ]
+    mixed = alpaca[:10] + [bad[0]] + sharegpt[:5] + alpaca[10:20] + [bad[1]] + sharegpt[5:] + alpaca[20:] + [bad[2]]
+    assert len(mixed) == 40
+    return mixed
+
+
+@pytest.fixture(scope="module")
+def jsonl(tmp_path_factory, records) -> Path:
+    path = tmp_path_factory.mktemp("ray") / "in.jsonl"
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def single(tmp_path_factory, jsonl, model) -> list[dict]:
+    """The single-process run's output objects."""
+    out = tmp_path_factory.mktemp("single") / "out.jsonl"
+    with Scorer.from_path(model, threads=1) as scorer:
+        score_file(jsonl, out, scorer)
+    return [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+
+
+def present(row: dict) -> dict:
+    """A Parquet row as the JSON object it came from: a null column is a field the record does not have."""
+    return {key: value for key, value in row.items() if value is not None}
+
+
+def test_ray_cli_equals_the_single_process_run(cluster, jsonl, model, single, tmp_path):
+    out = tmp_path / "out.parquet"
+    result = CliRunner().invoke(cli, ["score", str(jsonl), "-m", str(model), "--ray", "--actors", "2", "--threads",
+                                      "1", "-o", str(out)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    got = [present(row) for row in pq.read_table(out).to_pylist()]
+    assert got == single  # every field, every score bit for bit, in input order
+    assert sum("quality_error" in r for r in got) == 3 and sum("quality_scores" in r for r in got) == 9
+    assert not out.with_name("out.parquet.partial").exists()
+    log = result.stderr.splitlines()
+    actors = [line for line in log if line.startswith("localscore: actor ")]
+    assert len(actors) == 2  # both actors scored
+    assert log[-1].startswith("localscore: 40 records (")
+    assert log[-1].endswith(" tokens/s: 37 scored, 3 errored, 0 truncated")
+
+
+def test_parquet_input_and_strict(cluster, jsonl, records, model, single, tmp_path):
+    from localscore.distributed import score_on_ray
+
+    src = tmp_path / "in.parquet"
+    pq.write_table(pa.Table.from_pylist(records), src)
+    with pytest.raises(InputError) as error:
+        score_on_ray(src, tmp_path / "out.parquet", model_path=model, actors=2, threads=1, strict=True)
+    with Scorer.from_path(model, threads=1) as scorer, pytest.raises(InputError) as expected:
+        score_file(jsonl, tmp_path / "single.jsonl", scorer, strict=True)
+    assert str(error.value) == str(expected.value) == (
+        "record 11: 'output' is empty (--strict stops at the first bad record)")
+    assert not (tmp_path / "out.parquet").exists() and not (tmp_path / "out.parquet.partial").exists()
+
+
+def test_a_model_an_actor_cannot_load_is_one_line(cluster, jsonl, tmp_path):
+    from localscore.distributed import score_on_ray
+
+    with pytest.raises(ModelError, match=r"^on [^:]+: model file .*nope\.gguf does not exist; "):
+        score_on_ray(jsonl, tmp_path / "out.parquet", model_path=tmp_path / "nope.gguf", actors=1, threads=1)
+
+
+def test_input_that_is_not_a_table_is_one_line(cluster, model, tmp_path):
+    from localscore.distributed import score_on_ray
+
+    src = tmp_path / "broken.jsonl"
+    src.write_text('{"instruction": "a", "output": "b"}\n{"instruction": \n', encoding="utf-8")
+    with pytest.raises(InputError, match=r"^.*broken\.jsonl: Ray Data cannot read it as a table \("):
+        score_on_ray(src, tmp_path / "out.parquet", model_path=model)
+
+
+def test_options_that_do_not_work_with_ray(tmp_path, jsonl):
+    cases = [
+        (["--resume", "-o", "x.parquet"], "Error: --resume does not work with --ray"),
+        ([], "Error: --ray reads INPUT as a file and writes -o as Parquet: give both"),
+    ]
+    for args, message in cases:
+        result = CliRunner().invoke(cli, ["score", str(jsonl), "-m", "m.gguf", "--ray", *args])
+        assert result.exit_code == 2 and result.output.splitlines()[-1] == message
+    result = CliRunner().invoke(cli, ["score", str(jsonl), "-m", "m.gguf", "--actors", "2"])
+    assert result.exit_code == 2 and result.output.splitlines()[-1] == "Error: --actors needs --ray"
+
+
+def test_missing_ray_names_the_extra(monkeypatch, jsonl, tmp_path):
+    from localscore.distributed import score_on_ray
+
+    monkeypatch.setitem(sys.modules, "ray", None)
+    with pytest.raises(LocalscoreError) as error:
+        score_on_ray(jsonl, tmp_path / "out.parquet")
+    assert str(error.value) == "scoring on Ray needs Ray Data: pip install 'localscore[ray]'"
