@@ -95,7 +95,7 @@ def convert(source: str, output: Path, quant: str) -> None:
 @click.option("quiet", "-q", "--quiet", is_flag=True, help="No progress bar and no summary.")
 @click.option("verbose", "-v", "--verbose", is_flag=True, help="Show llama.cpp's log.")
 @click.option("ray", "--ray", is_flag=True,
-              help="Score on a Ray cluster ($RAY_ADDRESS, else a local one); -o is written as Parquet.")
+              help="Score on a Ray cluster ($RAY_ADDRESS, else a local one).")
 @click.option("actors", "--actors", type=click.IntRange(min=1), help="With --ray: scoring actors, one model each.")
 def score(input_path: str, output: Path | None, split: str, config: str | None, model_path: Path | None, scorer: str,
           threads: int | None, n_gpu_layers: int | None, ctx: int | None, too_long: str, pack: int, shard: str | None,
@@ -236,7 +236,7 @@ def _score_on_ray(input_path: str, output: Path | None, *, quiet: bool, not_with
         if value:
             raise click.UsageError(f"{flag} does not work with --ray")
     if output is None or input_path == "-":
-        raise click.UsageError("--ray reads INPUT as a file and writes -o as Parquet: give both")
+        raise click.UsageError("--ray reads INPUT as a file and needs an output file (-o): give both")
     summary = score_on_ray(input_path, output, progress=not quiet and sys.stderr.isatty(), **options)
     if not quiet:
         for name, actor in summary.actors.items():

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from .batch import score_records
 from .errors import InputError, LocalscoreError, ModelError
+from .output import open_writer, refuse_input_as_output
 from .records import make_record, result_fields
 from .runner import Summary
 from .templates import TEMPLATES, Template
@@ -31,8 +32,6 @@ FAILURE = "__localscore_failure"
 # to finish runs little past the others, and at most this many records per block, so that no call runs for hours.
 BLOCKS_PER_ACTOR = 4
 MAX_BLOCK_ROWS = 256
-# Rows per Parquet row group: the driver holds at most this many results in memory.
-ROW_GROUP = 1024
 
 
 @dataclass
@@ -63,7 +62,8 @@ def score_on_ray(input_path: str | os.PathLike, output: str | os.PathLike, *,
                  strict: bool = False, progress: bool = False, verbose: bool = False) -> RaySummary:
     """Score every record of `input_path` (JSON Lines, a JSON array, or Parquet when the name ends in .parquet) on
     the Ray cluster this process is connected to, or the one `RAY_ADDRESS` names, or a new local one; write
-    `output` as one Parquet file in input order, every input column kept plus the `<scorer>_*` result columns.
+    `output` in input order through the same writer as a single-process run (Parquet for a .parquet name, else
+    JSON Lines), every input column kept plus the `<scorer>_*` result columns.
 
     `actors` actors each load `model_path` (a path every node can read; None: each node's default-model cache)
     and reserve `threads` CPUs, which is also llama.cpp's thread count. Bad records get `<scorer>_error`; with
@@ -85,13 +85,14 @@ def score_on_ray(input_path: str | os.PathLike, output: str | os.PathLike, *,
     context.execution_options.preserve_order = True
     context.enable_progress_bars = progress
     context.print_on_execution_start = verbose
-    with _ParquetOutput(output) as out:
-        try:
-            # Read (and number) everything before the actors start: they hold the CPUs they ask for, and a read
-            # task waiting for one would wait forever. The records are small next to the time they take to score.
-            dataset = dataset.with_column(ROW, ray.data.expressions.monotonically_increasing_id()).materialize()
-        except ray.exceptions.RayTaskError as e:
-            raise _read_error(e, input_path) from None
+    refuse_input_as_output(input_path, output)
+    try:
+        # Read (and number) everything before the actors start: they hold the CPUs they ask for, and a read
+        # task waiting for one would wait forever. The records are small next to the time they take to score.
+        dataset = dataset.with_column(ROW, ray.data.expressions.monotonically_increasing_id()).materialize()
+    except ray.exceptions.RayTaskError as e:
+        raise _read_error(e, input_path) from None
+    with open_writer(output, schema=_parquet_schema(dataset, input_path, output, template)) as out:
         per_block = max(1, min(MAX_BLOCK_ROWS, math.ceil(dataset.count() / (BLOCKS_PER_ACTOR * actors))))
         dataset = dataset.repartition(target_num_rows_per_block=per_block).materialize()
         blocks = dataset.map_batches(
@@ -117,7 +118,10 @@ def score_on_ray(input_path: str | os.PathLike, output: str | os.PathLike, *,
             if strict:
                 _check_strict(results, template, summary.records)
             _count(summary, results, block[INFO].to_pylist(), template)
-            out.write(results)
+            for row in results.to_pylist():
+                # Ray reads JSON as a table, so a field one record lacks is null in the others' rows: as in the
+                # actors, a null is a field the record does not have.
+                out.write({key: value for key, value in row.items() if value is not None})
         out.finish()
     summary.seconds = time.perf_counter() - start
     return summary
@@ -163,6 +167,17 @@ class _ScoreBatches:
                                                              "rss_mb": _peak_rss_mb()}})
             clock, cpu = now, now_cpu
         return pa.Table.from_pylist(outputs, schema=_output_schema(batch.schema, self.template))
+
+
+def _parquet_schema(dataset, input_path: str | os.PathLike, output: str | os.PathLike, template: Template):
+    """A Parquet input's own column types for Parquet output, as a single-process run keeps them; None (types
+    inferred from the results, as a single-process run does for JSON input) otherwise."""
+    if Path(input_path).suffix.lower() != ".parquet" or Path(output).suffix.lower() != ".parquet":
+        return None
+    from .parquet_output import output_schema
+
+    schema = dataset.schema().base_schema
+    return output_schema(schema.remove(schema.get_field_index(ROW)), template)
 
 
 def _import_ray():
@@ -246,57 +261,3 @@ def _read_error(error: Exception, input_path: str | os.PathLike) -> Exception:
     return InputError(f"{os.fspath(input_path)}: Ray Data cannot read it as a table ({reason}); every record must be "
                       "a JSON object whose fields keep one type. Without --ray, localscore reports such records "
                       "one by one")
-
-
-class _ParquetOutput:
-    """One Parquet file, written as `<path>.partial` and renamed onto `path` when complete; an existing file is
-    untouched until then, and a run that fails leaves nothing behind (a Ray run cannot be resumed)."""
-
-    def __init__(self, path: str | os.PathLike):
-        self.path = Path(path)
-        self.partial = self.path.with_name(self.path.name + ".partial")
-        if self.path.is_dir():
-            raise InputError(f"output {self.path} is a folder; give a file name")
-        self._writer = None
-        self._pending: list = []
-        self._rows = 0
-
-    def __enter__(self) -> _ParquetOutput:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        if self._writer is not None:
-            self._writer.close()
-            self.partial.unlink(missing_ok=True)
-
-    def write(self, table: pa.Table) -> None:
-        self._pending.append(table)
-        self._rows += table.num_rows
-        if self._rows >= ROW_GROUP:
-            self._flush()
-
-    def finish(self) -> None:
-        self._flush()
-        if self._writer is None:
-            raise InputError("the input has no records; nothing was written")
-        self._writer.close()
-        self._writer = None
-        os.replace(self.partial, self.path)
-
-    def _flush(self) -> None:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        if not self._pending:
-            return
-        if self._writer is None:
-            try:
-                self._writer = pq.ParquetWriter(self.partial, self._pending[0].schema)
-            except OSError as e:
-                raise InputError(f"cannot write {self.partial}: {e}") from None
-        try:
-            table = pa.concat_tables([t.cast(self._writer.schema) for t in self._pending])
-        except (pa.ArrowInvalid, ValueError) as e:
-            raise InputError(f"{self.path}: the input's columns change type between records ({e})") from None
-        self._writer.write_table(table)
-        self._pending, self._rows = [], 0

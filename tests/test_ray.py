@@ -92,6 +92,14 @@ def test_ray_cli_equals_the_single_process_run(cluster, jsonl, model, single, tm
     assert log[-1].endswith(" tokens/s: 37 scored, 3 errored, 0 truncated")
 
 
+def test_ray_writes_json_lines_for_other_names(cluster, jsonl, model, single, tmp_path):
+    out = tmp_path / "out.jsonl"
+    result = CliRunner().invoke(cli, ["score", str(jsonl), "-m", str(model), "--ray", "--actors", "2", "-q",
+                                      "-o", str(out)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()] == single
+
+
 def test_parquet_input_and_strict(cluster, jsonl, records, model, single, tmp_path):
     from localscore.distributed import score_on_ray
 
@@ -103,7 +111,8 @@ def test_parquet_input_and_strict(cluster, jsonl, records, model, single, tmp_pa
         score_file(jsonl, tmp_path / "single.jsonl", scorer, strict=True)
     assert str(error.value) == str(expected.value) == (
         "record 11: 'output' is empty (--strict stops at the first bad record)")
-    assert not (tmp_path / "out.parquet").exists() and not (tmp_path / "out.parquet.partial").exists()
+    # As in a single-process run, the output takes its name only when complete; what was scored stays partial.
+    assert not (tmp_path / "out.parquet").exists()
 
 
 def test_a_model_an_actor_cannot_load_is_one_line(cluster, jsonl, tmp_path):
@@ -125,7 +134,7 @@ def test_input_that_is_not_a_table_is_one_line(cluster, model, tmp_path):
 def test_options_that_do_not_work_with_ray(tmp_path, jsonl):
     cases = [
         (["--resume", "-o", "x.parquet"], "Error: --resume does not work with --ray"),
-        ([], "Error: --ray reads INPUT as a file and writes -o as Parquet: give both"),
+        ([], "Error: --ray reads INPUT as a file and needs an output file (-o): give both"),
     ]
     for args, message in cases:
         result = CliRunner().invoke(cli, ["score", str(jsonl), "-m", "m.gguf", "--ray", *args])
