@@ -242,3 +242,39 @@ def _score_on_ray(input_path: str, output: Path | None, *, quiet: bool, not_with
         for name, actor in summary.actors.items():
             _log(actor.line(name))
         _log(summary.line())
+
+
+@cli.command()
+@click.argument("a", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("b", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("data", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("scorer", "-s", "--scorer", type=click.Choice(list(TEMPLATES)), default="quality", show_default=True,
+              help="Which Deita prompt, and which score fields of scored files.")
+@click.option("sample", "-n", "--sample", type=click.IntRange(min=1),
+              help="Compare N records drawn at random with --seed (default: all).")
+@click.option("seed", "--seed", type=int, default=0, show_default=True, help="Seed of the --sample draw.")
+@click.option("threads", "-t", "--threads", type=click.IntRange(min=1), help="CPU threads (default: physical cores).")
+@click.option("json_path", "--json", type=click.Path(dir_okay=False, allow_dash=True, path_type=str),
+              help="Write the figures as JSON to this file (- for stdout).")
+@click.option("plot", "--plot", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write a PNG: A vs B scatter and the histogram of B - A (needs localscore[plot]).")
+def compare(a: Path, b: Path, data: Path, scorer: str, sample: int | None, seed: int, threads: int | None,
+            json_path: str | None, plot: Path | None) -> None:
+    """Compare two scorers on the same records: A and B are each a scorer GGUF or a file scored from DATA
+    (localscore's output, or Deita's JSON with quality_scores lists).
+
+    Prints Spearman, Kendall and Pearson correlations, mean and max |B - A|, and the overlap of the top 5/10/25 %
+    per turn and per record.
+
+    Example: localscore compare deita.q4_k_m.gguf deita.f16.gguf data.jsonl --sample 500 --plot compare.png
+    """
+    from .compare import compare as compare_scorers
+
+    to_stdout = json_path == "-"
+    result = compare_scorers(a, b, data, scorer=scorer, sample=sample, seed=seed, threads=threads,
+                             json_path=None if to_stdout else json_path, plot=plot, log=_log,
+                             progress=sys.stderr.isatty())
+    if to_stdout:
+        click.echo(result.to_json())
+    else:
+        click.echo("\n".join(result.table()))

@@ -114,9 +114,10 @@ def write_tokenizer_files(folder: Path) -> None:
 
 
 def write_checkpoint(folder: Path, shape: Shape = TINY, *, fmt: str = "bin", shards: int = 2,
-                     dtype: str = "bfloat16", seed: int = 0) -> Path:
+                     dtype: str = "bfloat16", seed: int = 0, trained: dict[str, np.ndarray] | None = None) -> Path:
     """Write a Hugging Face checkpoint folder. fmt is "bin" (torch zip pickles, like the Deita release)
-    or "safetensors"; dtype is a torch dtype name. Needs torch (a test/benchmark dependency only)."""
+    or "safetensors"; dtype is a torch dtype name; `trained` (float32 arrays in Hugging Face names) replaces
+    the seeded random weights. Needs torch (a test/benchmark dependency only)."""
     import torch
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -125,7 +126,8 @@ def write_checkpoint(folder: Path, shape: Shape = TINY, *, fmt: str = "bin", sha
     write_tokenizer_files(folder)
 
     torch_dtype = getattr(torch, dtype)
-    tensors = {k: torch.from_numpy(v).to(torch_dtype) for k, v in weights(shape, seed).items()}
+    source = weights(shape, seed) if trained is None else trained
+    tensors = {k: torch.from_numpy(v).to(torch_dtype) for k, v in source.items()}
     names = list(tensors)
     groups = [names[i::shards] for i in range(shards)]
     ext = "bin" if fmt == "bin" else "safetensors"

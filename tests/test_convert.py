@@ -499,3 +499,13 @@ def test_conversion_memory_is_bounded_by_the_largest_tensor(tmp_path, tiny_check
           f"baseline {rss['before'] / 1e6:.0f} MB, growth {growth / 1e6:.0f} MB")
     assert growth < 3 * largest
     assert growth < model_bytes / 2
+
+
+def test_quantize_keeps_output_and_token_embeddings_at_the_type_asked(gguf_file, tmp_path):
+    out = tmp_path / "kept.gguf"
+    quantize(gguf_file("bf16"), out, "q4_k_m", output_tensor="q8_0", token_embedding="q8_0")
+    found, plain = tensors(out), tensors(gguf_file("q4_k_m"))
+    assert found["output.weight"].tensor_type == found["token_embd.weight"].tensor_type == Q.Q8_0
+    assert plain["output.weight"].tensor_type == Q.Q6_K and plain["token_embd.weight"].tensor_type == Q.Q4_K
+    assert {n: t.tensor_type for n, t in found.items() if n.startswith("blk.")} \
+        == {n: t.tensor_type for n, t in plain.items() if n.startswith("blk.")}

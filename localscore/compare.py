@@ -1,0 +1,270 @@
+"""Compare two scorers on the same records: is a quantization (or localscore itself) good enough for my data?
+
+Each side is a scorer GGUF, scored here, or a file already scored from the data file: localscore's output
+(JSONL with `quality_score` / `quality_scores`) or Deita's pipeline output (a JSON array of ShareGPT records with
+`quality_scores` lists). Records are matched by position in the data file; a scored file must hold one record per
+data record, in order, with the same instruction/response text.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from .agreement import Agreement, agreement
+from .errors import InputError
+from .records import Record, read_records
+from .templates import TEMPLATES, Template
+
+GGUF_MAGIC = b"GGUF"
+# How many exclusion reasons the summary table lists; the JSON has them all.
+SHOWN_EXCLUSIONS = 5
+
+
+@dataclass(frozen=True)
+class Excluded:
+    record: int  # the record's number in the data file (line, or element index + 1)
+    reason: str
+
+
+@dataclass(frozen=True)
+class Comparison:
+    a: str
+    b: str
+    data: str
+    scorer: str
+    sample: int | None
+    seed: int
+    records: int  # in the data file
+    sampled: int
+    excluded: tuple[Excluded, ...]
+    per_turn: Agreement  # every turn score of the compared records, flattened
+    per_record: Agreement  # each record's turn scores summed, which is how Deita's selection ranks records
+    a_scores: np.ndarray  # per turn, for the plot
+    b_scores: np.ndarray
+
+    @property
+    def compared(self) -> int:
+        return self.per_record.n
+
+    def to_dict(self) -> dict:
+        return {
+            "a": self.a,
+            "b": self.b,
+            "data": self.data,
+            "scorer": self.scorer,
+            "sample": self.sample,
+            "seed": self.seed,
+            "records": self.records,
+            "sampled": self.sampled,
+            "compared": self.compared,
+            "excluded": [{"record": e.record, "reason": e.reason} for e in self.excluded],
+            "per_turn": self.per_turn.to_dict(),
+            "per_record": self.per_record.to_dict(),
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, ensure_ascii=False)
+
+    def table(self) -> list[str]:
+        """The human summary: what was compared, then one row per level."""
+        budgets = list(self.per_turn.top_overlap)
+        which = f"{self.sampled:,} of {self.records:,}" if self.sampled < self.records else f"all {self.records:,}"
+        lines = [
+            f"A: {self.a}",
+            f"B: {self.b}",
+            f"{which} records of {self.data} ({self.scorer} scorer, seed {self.seed}): "
+            f"{self.compared:,} compared, {len(self.excluded):,} excluded",
+            "",
+            f"{'':<11}{'n':>6}  Spearman ρ  Kendall τ  Pearson r  mean |Δ|  max |Δ|"
+            + "".join(f"{f'top {b:.0%}':>9}" for b in budgets),
+        ]
+        for name, level in (("per turn", self.per_turn), ("per record", self.per_record)):
+            lines.append(
+                f"{name:<11}{level.n:>6,}  {_fixed(level.spearman):>10}  {_fixed(level.kendall):>9}  "
+                f"{_fixed(level.pearson):>9}  {level.mean_abs_delta:>8.4f}  {level.max_abs_delta:>7.4f}"
+                + "".join(f"{level.top_overlap[b]:>9.3f}" for b in budgets)
+            )
+        lines.append("Δ = B - A; per record = the sum of its turn scores (Deita's ranking); "
+                     "top k% = share of A's top k% also in B's")
+        for e in self.excluded[:SHOWN_EXCLUSIONS]:
+            lines.append(f"excluded: record {e.record}: {e.reason}")
+        if len(self.excluded) > SHOWN_EXCLUSIONS:
+            lines.append(f"excluded: {len(self.excluded) - SHOWN_EXCLUSIONS:,} more (see the JSON output)")
+        return lines
+
+
+def compare(a: str | os.PathLike, b: str | os.PathLike, data: str | os.PathLike, *, scorer: str = "quality",
+            sample: int | None = None, seed: int = 0, threads: int | None = None,
+            json_path: str | os.PathLike | None = None, plot: str | os.PathLike | None = None,
+            log: Callable[[str], None] | None = None, progress: bool = False) -> Comparison:
+    """Compare scorer A with scorer B on the records of `data` (all of them, or `sample` records drawn with
+    `seed`). A and B are each a scorer GGUF (scored here, one prompt per decode, so the result is reproducible)
+    or a file scored from `data`. Writes the figures as JSON to `json_path` and a scatter + histogram PNG to
+    `plot` when given. Records that cannot be scored on either side are excluded and listed."""
+    if scorer not in TEMPLATES:
+        raise InputError(f"unknown scorer {scorer!r}; choose {' or '.join(TEMPLATES)}")
+    if sample is not None and sample < 1:
+        raise InputError(f"sample must be at least 1, got {sample}")
+    if plot is not None:
+        from .plot import require_matplotlib
+
+        require_matplotlib()  # before minutes of scoring, not after
+    inputs = {Path(p).resolve() for p in (a, b, data)}
+    for output in (json_path, plot):
+        if output is not None and Path(output).resolve() in inputs:
+            raise InputError(f"{output} is one of the inputs; write the JSON and the plot to new files")
+    template = TEMPLATES[scorer]
+    records = list(read_records(data, template))
+    positions = sample_positions(len(records), sample, seed)
+    chosen = [records[i] for i in positions]
+    say = log or (lambda line: None)
+    # Each side: per chosen record, its turn scores or why it has none.
+    sides = [_side_scores(path, label, positions, records, data, template, threads, say, progress)
+             for label, path in (("A", a), ("B", b))]
+
+    excluded: list[Excluded] = []
+    pairs: list[tuple[list[float], list[float]]] = []
+    for record, a_scores, b_scores in zip(chosen, *sides):
+        reason = (f"data: {record.error}" if record.error else a_scores if isinstance(a_scores, str)
+                  else b_scores if isinstance(b_scores, str) else None)
+        if reason is None:
+            pairs.append((a_scores, b_scores))
+        else:
+            excluded.append(Excluded(record.number, reason))
+    if not pairs:
+        first = f" (record {excluded[0].record}: {excluded[0].reason})" if excluded else ""
+        raise InputError(f"no record of {data} could be compared{first}")
+    a_turns = np.array([s for a_scores, _ in pairs for s in a_scores])
+    b_turns = np.array([s for _, b_scores in pairs for s in b_scores])
+    result = Comparison(
+        a=os.fspath(a), b=os.fspath(b), data=os.fspath(data), scorer=scorer, sample=sample, seed=seed,
+        records=len(records), sampled=len(chosen), excluded=tuple(excluded),
+        per_turn=agreement(a_turns, b_turns),
+        per_record=agreement(np.array([sum(s) for s, _ in pairs]), np.array([sum(s) for _, s in pairs])),
+        a_scores=a_turns, b_scores=b_turns,
+    )
+    if json_path is not None:
+        _write_text(Path(json_path), result.to_json() + "\n")
+    if plot is not None:
+        from .plot import write_plot
+
+        write_plot(result, Path(plot))
+    return result
+
+
+def sample_positions(n: int, sample: int | None, seed: int) -> np.ndarray:
+    """Positions of the records to compare, in file order: all n, or `sample` of them drawn without replacement
+    by numpy's default_rng(seed), so the same data, sample and seed always give the same records."""
+    if sample is None or sample >= n:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, size=sample, replace=False))
+
+
+def is_gguf(path: str | os.PathLike) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(len(GGUF_MAGIC)) == GGUF_MAGIC
+    except OSError as e:
+        raise InputError(f"cannot read {os.fspath(path)}: {e.strerror}") from None
+
+
+def _side_scores(path: str | os.PathLike, label: str, positions: np.ndarray, records: list[Record],
+                 data: str | os.PathLike, template: Template, threads: int | None, log: Callable[[str], None],
+                 progress: bool) -> list[list[float] | str]:
+    if is_gguf(path):
+        log(f"scoring {len(positions):,} records of {os.fspath(data)} with {label} ({os.fspath(path)})")
+        return _model_scores(path, label, [records[i] for i in positions], template, threads, progress)
+    return _file_scores(path, label, positions, records, data, template)
+
+
+def _model_scores(path: str | os.PathLike, label: str, chosen: Sequence[Record], template: Template,
+                  threads: int | None, progress: bool) -> list[list[float] | str]:
+    from .progress import Progress
+    from .prompts import PromptTooLong
+    from .scorer import Scorer  # loads llama.cpp, which comparing two scored files does not need
+
+    out: list[list[float] | str] = []
+    bar = Progress(len(chosen), enabled=progress)
+    with Scorer.from_path(path, template.name, threads=threads) as scorer:
+        try:
+            for record in chosen:
+                if record.error:
+                    out.append(f"data: {record.error}")
+                    continue
+                try:
+                    prompts = [scorer.prompt(turn.instruction, turn.response) for turn in record.turns]
+                except PromptTooLong as e:
+                    out.append(f"{label}: {e}")
+                    prompts = []
+                else:
+                    out.append(scorer.score_prompts(prompts))
+                bar.update(1, sum(len(p.ids) for p in prompts))
+        finally:
+            bar.close()
+    return out
+
+
+def _file_scores(path: str | os.PathLike, label: str, positions: np.ndarray, records: Sequence[Record],
+                 data: str | os.PathLike, template: Template) -> list[list[float] | str]:
+    name, data_name = os.fspath(path), os.fspath(data)
+    scored = list(read_records(path, template))
+    if len(scored) != len(records):
+        raise InputError(f"{name} has {len(scored):,} records but {data_name} has {len(records):,}: "
+                         f"compare a file scored from {data_name} (one result per record, in order)")
+    out: list[list[float] | str] = []
+    for position in positions:
+        record, mine = records[position], scored[position]
+        if record.error:
+            out.append(f"data: {record.error}")
+            continue
+        if mine.turns != record.turns:
+            raise InputError(f"{name} record {mine.number} does not match {data_name} record {record.number}: "
+                             f"{'its text differs' if mine.turns else mine.error}; "
+                             f"compare a file scored from {data_name}")
+        out.append(_recorded_scores(mine, label, name, template))
+    return out
+
+
+def _recorded_scores(record: Record, label: str, name: str, template: Template) -> list[float] | str:
+    data = record.data
+    one, many, error = template.score_field, f"{template.name}_scores", f"{template.name}_error"
+    if error in data:
+        return f"{label}: {data[error]}"
+    if one in data:
+        values = [data[one]]
+    elif many in data:
+        values = data[many]
+    else:
+        other = [f"'{field}'" for t in TEMPLATES.values() if t is not template
+                 for field in (t.score_field, f"{t.name}_scores") if field in data]
+        hint = f"; it has {' and '.join(other)}: was it scored by another scorer?" if other else ""
+        raise InputError(f"{name} record {record.number} has no '{one}' or '{many}'{hint}")
+    if not isinstance(values, list) or not all(_is_score(v) for v in values):
+        field = one if one in data else many
+        raise InputError(f"{name} record {record.number}: '{field}' must be a number (a list of numbers for "
+                         f"conversations), got {json.dumps(data[field])[:80]}")
+    if len(values) != len(record.turns):
+        return f"{label}: {len(values)} scores for {len(record.turns)} turns"
+    return [float(v) for v in values]
+
+
+def _is_score(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _write_text(path: Path, text: str) -> None:
+    try:
+        path.write_text(text, encoding="utf-8")
+    except OSError as e:
+        raise InputError(f"cannot write {path}: {e.strerror}") from None
+
+
+def _fixed(value: float) -> str:
+    return "n/a" if math.isnan(value) else f"{value:.4f}"
