@@ -22,10 +22,14 @@ class Scored:
 
     record: Record
     output: dict
-    turns: int  # scores computed (0 for a bad record)
+    scores: list[float]  # one per turn; empty for a bad record
     tokens: int  # prompt tokens evaluated
     truncated: bool
     error: str | None
+
+    @property
+    def turns(self) -> int:
+        return len(self.scores)
 
 
 def score_records(scorer: Scorer, records: Iterable[Record], *, strict: bool = False) -> Iterator[Scored]:
@@ -79,7 +83,7 @@ def _scored(scorer: Scorer, item: _Prepared, scores: list[float], strict: bool) 
     if item.error is not None:
         if strict:
             raise InputError(f"record {item.record.number}: {item.error} (--strict stops at the first bad record)")
-        return Scored(item.record, result(item.record, template, error=item.error), 0, 0, False, item.error)
+        return Scored(item.record, result(item.record, template, error=item.error), [], 0, False, item.error)
     truncated = any(p.truncated for p in item.prompts)
-    return Scored(item.record, result(item.record, template, scores, truncated=truncated), len(scores),
+    return Scored(item.record, result(item.record, template, scores, truncated=truncated), scores,
                   sum(len(p.ids) for p in item.prompts), truncated, None)

@@ -186,26 +186,20 @@ def _side_scores(path: str | os.PathLike, label: str, positions: np.ndarray, rec
 
 def _model_scores(path: str | os.PathLike, label: str, chosen: Sequence[Record], template: Template,
                   threads: int | None, progress: bool) -> list[list[float] | str]:
+    from .batch import score_records
     from .progress import Progress
-    from .prompts import PromptTooLong
     from .scorer import Scorer  # loads llama.cpp, which comparing two scored files does not need
 
     out: list[list[float] | str] = []
     bar = Progress(len(chosen), enabled=progress)
     with Scorer.from_path(path, template.name, threads=threads) as scorer:
         try:
-            for record in chosen:
-                if record.error:
-                    out.append(f"data: {record.error}")
-                    continue
-                try:
-                    prompts = [scorer.prompt(turn.instruction, turn.response) for turn in record.turns]
-                except PromptTooLong as e:
-                    out.append(f"{label}: {e}")
-                    prompts = []
-                else:
-                    out.append(scorer.score_prompts(prompts))
-                bar.update(1, sum(len(p.ids) for p in prompts))
+            for scored in score_records(scorer, chosen):
+                if scored.error is None:
+                    out.append(scored.scores)
+                else:  # a bad data record, or a prompt over this model's context
+                    out.append(f"{'data' if scored.record.error else label}: {scored.error}")
+                bar.update(1, scored.tokens)
         finally:
             bar.close()
     return out

@@ -27,7 +27,6 @@ class Embedder(Model):
 
     def __init__(self, path: str | os.PathLike, *, n_threads: int | None = None, n_gpu_layers: int | None = None,
                  verbose: bool = False):
-        self._batch = None
         super().__init__(path, n_threads=n_threads, n_gpu_layers=n_gpu_layers, verbose=verbose)
         try:
             self.max_tokens = min(MAX_TOKENS, self.n_ctx_train)
@@ -83,12 +82,6 @@ class Embedder(Model):
         """One row (float32) per conversation, each a sequence of (instruction, response) turns."""
         rows = [self.embed_ids(self.ids(turns)) for turns in conversations]
         return np.stack(rows) if rows else np.zeros((0, self.n_embd), dtype=np.float32)
-
-    def close(self) -> None:
-        if self._batch is not None:
-            llama_cpp.llama_batch_free(self._batch)
-            self._batch = None
-        super().close()
 
     def __enter__(self) -> "Embedder":
         return self

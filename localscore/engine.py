@@ -33,7 +33,6 @@ class Engine(Model):
 
     def __init__(self, path: str | os.PathLike, *, n_ctx: int | None = None, n_threads: int | None = None,
                  n_gpu_layers: int | None = None, n_seq_max: int = 2, verbose: bool = False):
-        self._batch = None
         super().__init__(path, n_threads=n_threads, n_gpu_layers=n_gpu_layers, verbose=verbose)
         try:
             # The longest prompt this engine evaluates; one decode call takes a whole prompt (or packed group).
@@ -163,11 +162,5 @@ class Engine(Model):
         self._seq_of[start:start + count] = seq
 
     # -- lifecycle ----------------------------------------------------------------------------------------
-    def close(self) -> None:
-        if self._batch is not None:
-            llama_cpp.llama_batch_free(self._batch)
-            self._batch = None
-        super().close()
-
     def __enter__(self) -> "Engine":
         return self

@@ -73,6 +73,7 @@ class Model:
     def __init__(self, path: str | os.PathLike, *, n_threads: int | None = None, n_gpu_layers: int | None = None,
                  verbose: bool = False):
         self._model = self._ctx = None
+        self._batch: llama_cpp.llama_batch | None = None  # the subclass's decode batch, freed by close()
         self.log = LlamaLog(verbose)
         self.path = Path(path)
         if not self.path.is_file():
@@ -197,6 +198,9 @@ class Model:
 
     # -- lifecycle ----------------------------------------------------------------------------------------
     def close(self) -> None:
+        if self._batch is not None:
+            llama_cpp.llama_batch_free(self._batch)
+            self._batch = None
         if self._ctx:
             llama_cpp.llama_free(self._ctx)
             self._ctx = None
