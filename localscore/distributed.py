@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from .batch import score_records
 from .errors import InputError, LocalscoreError, ModelError
+from .extras import require
 from .output import open_writer, refuse_input_as_output
 from .records import make_record, result_fields
 from .runner import Summary
@@ -181,12 +182,8 @@ def _parquet_schema(dataset, input_path: str | os.PathLike, output: str | os.Pat
 
 
 def _import_ray():
-    try:
-        import ray
-        import ray.data
-        import ray.data.expressions
-    except ImportError:
-        raise LocalscoreError("scoring on Ray needs Ray Data: pip install 'localscore[ray]'") from None
+    ray = require("ray", "ray", "scoring on Ray")
+    require("ray.data.expressions", "ray", "scoring on Ray")  # Ray Data, which `import ray` does not load
     return ray
 
 

@@ -13,13 +13,13 @@ apply. For JSON input the schema is inferred, part by part, and unified at the e
 
 from __future__ import annotations
 
-import importlib
 import os
 import shutil
 import time
 from pathlib import Path
 
 from .errors import OutputError
+from .extras import require
 from .output import DISK_FULL, Sink, Target, Writer, fsync_folder, publish
 from .records import result_fields
 from .templates import Template
@@ -35,10 +35,8 @@ _TEMPORARY = ".tmp"
 
 def arrow() -> tuple[object, object]:
     """(pyarrow, pyarrow.parquet), or OutputError naming the extra to install."""
-    try:
-        return importlib.import_module("pyarrow"), importlib.import_module("pyarrow.parquet")
-    except ImportError:
-        raise OutputError("writing Parquet needs the parquet extra: pip install 'localscore[parquet]'") from None
+    return (require("pyarrow", "parquet", "writing Parquet", OutputError),
+            require("pyarrow.parquet", "parquet", "writing Parquet", OutputError))
 
 
 def output_schema(schema, template: Template):

@@ -6,17 +6,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .errors import InputError, LocalscoreError
+from .errors import InputError
+from .extras import require
 
 if TYPE_CHECKING:
     from .compare import Comparison
 
 
 def require_matplotlib() -> None:
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        raise LocalscoreError("plotting needs matplotlib: pip install 'localscore[plot]'") from None
+    require("matplotlib", "plot", "plotting")
 
 
 def write_plot(comparison: Comparison, path: Path) -> None:

@@ -10,6 +10,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from .errors import InputError
+from .extras import require
 from .records import Record, make_record
 from .templates import Template
 
@@ -72,7 +73,7 @@ def read_table_records(source: str | os.PathLike, template: Template, *, split: 
 
 
 def _parquet_records(files: list[Path], template: Template) -> TableRecords:
-    pq = _import("pyarrow.parquet", "parquet")
+    pq = require("pyarrow.parquet", "parquet", "reading this input", InputError)
     schema = _parquet_call(pq.read_schema, files[0])
     for file in files[1:]:
         if not _parquet_call(pq.read_schema, file).equals(schema):
@@ -97,7 +98,7 @@ def _parquet_call(function, file: Path):
 
 
 def _saved_dataset(path: Path, split: str):
-    datasets = _import("datasets", "datasets")
+    datasets = require("datasets", "datasets", "reading this input", InputError)
     try:
         dataset = datasets.load_from_disk(str(path))
     except (OSError, ValueError) as e:
@@ -112,7 +113,7 @@ def _saved_dataset(path: Path, split: str):
 def _hub_dataset(repo: str, split: str, config: str | None):
     """A hub dataset through huggingface_hub's cache (HF_HUB_OFFLINE, HF_HUB_CACHE are honoured), read by
     `datasets` from the downloaded snapshot, streaming; offline it needs nothing but that cache."""
-    datasets = _import("datasets", "datasets")
+    datasets = require("datasets", "datasets", "reading this input", InputError)
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
 
@@ -140,11 +141,3 @@ def _dataset_records(dataset, template: Template) -> TableRecords:
         return TableRecords(dataset.features.arrow_schema, (), template)
     return TableRecords(first.schema, itertools.chain([first], batches), template)
 
-
-def _import(module: str, extra: str):
-    import importlib
-
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        raise InputError(f"reading this input needs the {extra} extra: pip install 'localscore[{extra}]'") from None

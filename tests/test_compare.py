@@ -275,6 +275,6 @@ def test_missing_matplotlib_is_one_line(records, tmp_path, monkeypatch):
     data = write_jsonl(tmp_path / "data.jsonl", records[:3])
     scored = write_jsonl(tmp_path / "scored.jsonl", [dict(r, quality_score=3.0) for r in records[:3]])
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib now raises ImportError
-    with pytest.raises(LocalscoreError, match=r"^plotting needs matplotlib: pip install 'localscore\[plot\]'$"):
+    with pytest.raises(LocalscoreError, match=r"^plotting needs the plot extra: pip install 'localscore\[plot\]'$"):
         compare(scored, scored, data, plot=tmp_path / "p.png")
     assert not (tmp_path / "p.png").exists()
