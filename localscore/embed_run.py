@@ -15,7 +15,7 @@ from .embedding_cache import CachedEmbedder, EmbeddingCache
 from .embeddings_file import EmbeddingsWriter
 from .progress import Progress
 from .output import refuse_input_as_output
-from .records import Record, read_records
+from .records import Record, read_records, without_leading_answer
 from .templates import QUALITY
 
 
@@ -34,8 +34,12 @@ class EmbedSummary:
                 f"{self.tokens:,} tokens), {self.reused:,} from the cache, {self.errored:,} errored (NaN rows)")
 
 
-def turns_of(record: Record) -> list[tuple[str, str]]:
-    """The record's answered (instruction, response) turns, the conversation Deita's embedder renders."""
+def turns_of(record: Record) -> list[tuple[str, str]] | None:
+    """The (instruction, response) turns Deita's embedder renders, or None when the record cannot be embedded.
+    Like Deita's embedder (selection/embedder/utils.py), a conversation that opens with an answer is read without it."""
+    record = without_leading_answer(record, QUALITY)
+    if record.error:
+        return None
     return [(turn.instruction, turn.response) for turn in record.turns]
 
 
@@ -57,13 +61,14 @@ def embed_file(source: str | os.PathLike | BinaryIO, output: str | os.PathLike, 
         try:
             for record in records:
                 summary.records += 1
-                if record.error:
+                turns = turns_of(record)
+                if turns is None:
                     summary.errored += 1
                     out.write(nan_row)
                     bar.update(1, 0)
                     continue
                 tokens = cached.tokens
-                out.write(cached.vector(turns_of(record)))
+                out.write(cached.vector(turns))
                 bar.update(1, cached.tokens - tokens)
         except KeyboardInterrupt:
             from .runner import Interrupted

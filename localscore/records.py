@@ -267,6 +267,25 @@ def make_record(number: int, data: dict, template: Template) -> Record:
     return Record(number, data, None, kind, turns if error is None else (), error)
 
 
+def without_leading_answer(record: Record, template: Template) -> Record:
+    """The record read again without its first non-system turn when that turn is an answer, as Deita's embedder
+    reads a conversation (it drops a first turn that is not the human's); any other record comes back as it is."""
+    if record.kind not in (_SHAREGPT.kind, _MESSAGES.kind):
+        return record
+    shape = _SHAREGPT if record.kind == _SHAREGPT.kind else _MESSAGES
+    items = record.data[shape.key]
+    if not isinstance(items, list):
+        return record
+    for position, item in enumerate(items):
+        side = shape.roles.get(item.get(shape.role_key)) if isinstance(item, dict) else None
+        if side != _SYSTEM:
+            if side != _GPT:
+                return record
+            rest = items[:position] + items[position + 1:]
+            return make_record(record.number, {**record.data, shape.key: rest}, template)
+    return record
+
+
 def _alpaca_turns(data: dict, template: Template) -> tuple[tuple[Turn, ...], str | None]:
     instruction = data.get("instruction", _MISSING)
     error = _text_problem(instruction, "'instruction'")

@@ -108,10 +108,11 @@ def _lazy_selection(records: list[Record], order: np.ndarray, model_path: str | 
             rows = []
             for index in indices:
                 record = records[index]
-                if record.error:
+                turns = turns_of(record)
+                if turns is None:
                     raise InputError(f"record {record.number} cannot be embedded: {record.error}")
                 tokens = cached.tokens
-                rows.append(cached.vector(turns_of(record)))
+                rows.append(cached.vector(turns))
                 bar.update(1, cached.tokens - tokens)
             return np.stack(rows)
 

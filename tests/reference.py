@@ -1,16 +1,43 @@
-"""The reference method, as Deita's scorer runs it: transformers + torch in fp32, one sample at a time, the
-next-token logits after the prompt, softmax over the six score tokens, expected value. Ids come from
-sentencepiece (BOS + encode), because transformers 5 tokenizes runs of spaces differently from the
-SentencePiece model the scorer was trained with."""
+"""The reference method, as Deita's scorer runs it: its two prompts filled with str.format, transformers + torch in
+fp32, one sample at a time, the next-token logits after the prompt, softmax over the six score tokens, expected
+value. Ids come from sentencepiece (BOS + encode), because transformers 5 tokenizes runs of spaces differently from
+the SentencePiece model the scorer was trained with; DEITA_PROMPT_IDS pins what Deita's own tokenizer path gives.
+
+Nothing here comes from `localscore`: the parity tests compare the product with this, not with itself."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Iterable
 
 import numpy as np
 
 SCORE_TOKEN_IDS = [29896, 29906, 29941, 29946, 29945, 29953]
+
+# Transcribed character for character from hkust-nlp/deita, src/deita/selection/scorer/llama_scorer.py
+# (Llama_Scorer.quality_template / complexity_template); scorer/base.py fills them with str.format.
+DEITA_TEMPLATES = {
+    "quality": ("You are a helpful assistant. Please identify the quality score of the Response corresponding to "
+                "the Question. \n #Question#:\n{instruction}\n#Response#:\n{output} \n##Quality: "),
+    "complexity": ("You are a helpful assistant. Please identify the complexity score of the following user query. "
+                   "\n##Query: {instruction}  \n##Complexity: "),
+}
+
+# Token ids of 8 real prompts (self-instruct user-oriented pairs 0, 38 (braces), 45 (curly quotes), 86 (runs of
+# spaces), both templates) as Deita's scorer tokenizes them: `tokenizer.encode(prompt)` with transformers' slow,
+# legacy SentencePiece tokenizer. transformers 5 has no slow LlamaTokenizer, so they were made once with
+# transformers 4.57.6 in a throwaway venv (`pip install "transformers<5" sentencepiece`) by
+#   LlamaTokenizer(vocab_file="tests/fixtures/llama-spm/tokenizer.model", legacy=True).encode(
+#       DEITA_TEMPLATES[template].format(instruction=instruction, output=output))
+# with (instruction, output) from tests.conftest.alpaca_pairs(), and stored as data.
+DEITA_PROMPT_IDS: list[dict] = json.loads(
+    (Path(__file__).parent / "data" / "deita_prompt_ids.json").read_text(encoding="utf-8"))["prompts"]
+
+
+def deita_prompt(template: str, instruction: str, output: str = "") -> str:
+    """The prompt Deita's scorer builds for `template` ("quality" or "complexity")."""
+    return DEITA_TEMPLATES[template].format(instruction=instruction, output=output)
 
 
 class ReferenceScorer:

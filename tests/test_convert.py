@@ -34,7 +34,8 @@ K = gguf.Keys
 Q = gguf.GGMLQuantizationType
 TIED = Shape(tie_embeddings=True, kv_heads=4)
 BLOCK = ("attn_norm", "attn_q", "attn_k", "attn_v", "attn_output", "ffn_norm", "ffn_gate", "ffn_up", "ffn_down")
-FLOAT_WEIGHT_TYPES = {"f32": {Q.F32}, "f16": {Q.F16}, "bf16": {Q.BF16}, "q8_0": {Q.Q8_0}, "q4_k_m": {Q.Q4_K, Q.Q6_K}}
+FLOAT_WEIGHT_TYPES = {"f32": {Q.F32}, "f16": {Q.F16}, "bf16": {Q.BF16}, "q8_0": {Q.Q8_0}, "q6_k": {Q.Q6_K},
+                      "q5_k_m": {Q.Q5_K, Q.Q6_K}, "q4_k_m": {Q.Q4_K, Q.Q6_K}}
 
 
 def expected_shapes(shape: Shape) -> dict[str, tuple[int, ...]]:
@@ -116,7 +117,7 @@ def hf_name(gguf_name: str) -> str:
 
 # --- layout and metadata ---------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("quant", ["f32", "f16", "bf16", "q8_0", "q4_k_m"])
+@pytest.mark.parametrize("quant", QUANT_TYPES)
 def test_tensor_names_shapes_and_types(gguf_file, quant):
     found = tensors(gguf_file(quant))
     wanted = expected_shapes(TINY)

@@ -20,13 +20,23 @@ from tests.conftest import sharegpt_conversations, sharegpt_turns as turns
 VICUNA_SYSTEM = ("A chat between a curious user and an artificial intelligence assistant. "
                  "The assistant gives helpful, detailed, and polite answers to the user's questions.")
 DEITA_MAX_LENGTH = 2048
+# F32 GGUF vs transformers fp32, measured on these conversations: worst |delta| 3.2e-5 (the 2,048-token one;
+# components reach 3.8), relative L2 error at most 1.1e-5. rtol=1e-4 alone fails only on components near zero
+# (|x| < 0.01, relative error up to 1.8e-3), hence an absolute floor of 3x the worst delta.
+VECTOR_RTOL = 1e-4
+VECTOR_ATOL = 1e-4
 
 
 def vicuna_prompt(conversation: list[dict]) -> str:
+    """Deita's preprocess (selection/embedder/utils.py): only human/gpt turns, a first turn that is not the human's
+    dropped, then strict alternation."""
     roles = {"human": "USER", "gpt": "ASSISTANT"}
+    if roles[conversation[0]["from"]] != "USER":
+        conversation = conversation[1:]
     seps = [" ", "</s>"]
     text = VICUNA_SYSTEM + seps[0]
     for i, turn in enumerate(conversation):
+        assert roles[turn["from"]] == ("USER", "ASSISTANT")[i % 2]
         text += roles[turn["from"]] + ": " + turn["value"] + seps[i % 2]
     return text
 
@@ -75,16 +85,51 @@ def embedder(embedder_gguf):
         yield embedder
 
 
-def test_ids_and_vectors_match_deita(embedder, embedder_checkpoint, conversations):
-    deita = DeitaEmbedder(embedder_checkpoint)
-    cosines = []
+@pytest.fixture(scope="module")
+def deita(embedder_checkpoint) -> DeitaEmbedder:
+    return DeitaEmbedder(embedder_checkpoint)
+
+
+def assert_same_vector(ours: np.ndarray, reference: np.ndarray) -> None:
+    """Direction and magnitude: cosine, the relative L2 error, and every component within VECTOR_RTOL (plus
+    VECTOR_ATOL near zero)."""
+    cosine = float(ours @ reference / np.linalg.norm(ours) / np.linalg.norm(reference))
+    assert cosine >= 0.9999, cosine
+    assert np.linalg.norm(ours - reference) <= VECTOR_RTOL * np.linalg.norm(reference)
+    np.testing.assert_allclose(ours, reference, rtol=VECTOR_RTOL, atol=VECTOR_ATOL)
+
+
+def test_ids_and_vectors_match_deita(embedder, deita, conversations):
     for record in conversations:
         ids = embedder.ids(turns(record))
         assert ids == deita.ids(record["conversations"])
-        ours, reference = embedder.embed_ids(ids), deita.embed(ids)
-        cosines.append(float(ours @ reference / np.linalg.norm(ours) / np.linalg.norm(reference)))
+        assert_same_vector(embedder.embed_ids(ids), deita.embed(ids))
     assert len(embedder.ids(turns(conversations[-1]))) == DEITA_MAX_LENGTH  # the long one was cut
-    assert min(cosines) >= 0.9999, cosines
+
+
+def test_embed_reads_conversations_not_opening_with_a_question_as_deita(tmp_path, monkeypatch, embedder_gguf, deita,
+                                                                         conversations):
+    """Deita's embedder drops a first turn that is not the human's. It knows no `system` role (a KeyError there);
+    localscore skips system turns, as documented, so those records are compared with Deita on the rest."""
+    monkeypatch.setenv("LOCALSCORE_CACHE", str(tmp_path / "cache"))
+    greeting = {"from": "gpt", "value": "Hello! I am an AI assistant. How can I help you today?"}
+    system = {"from": "system", "value": "You are a helpful assistant. Answer briefly."}
+    records = []
+    for record in conversations[8:11]:  # 2-turn conversations
+        c = record["conversations"]
+        records += [[greeting, *c], [system, *c], [system, greeting, *c], [c[0], system, *c[1:]]]
+    source = tmp_path / "odd.jsonl"
+    source.write_text("".join(json.dumps({"conversations": c}) + "\n" for c in records))
+    out = tmp_path / "emb.npy"
+    result = CliRunner().invoke(cli, ["embed", str(source), "-m", str(embedder_gguf), "-o", str(out), "-t", "1"],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    # The four shapes of each conversation come down to the same token ids: one computed, three from the cache.
+    assert " 12 records " in result.output and " 3 embedded " in result.output
+    assert "9 from the cache, 0 errored" in result.output
+    rows = np.load(out)
+    for conversation, row in zip(records, rows):
+        assert_same_vector(row, deita.embed(deita.ids([t for t in conversation if t["from"] != "system"])))
 
 
 def test_eos_inside_user_text_stays_text(embedder):
@@ -119,7 +164,11 @@ def test_cache_returns_what_was_computed(tmp_path, embedder, conversations):
 def test_embed_command_writes_rows_aligned_with_the_input(tmp_path, monkeypatch, embedder, embedder_gguf,
                                                           conversations):
     monkeypatch.setenv("LOCALSCORE_CACHE", str(tmp_path / "cache"))
-    records = conversations[:4] + [{"conversations": [{"from": "gpt", "value": "no question"}]}] + conversations[4:6]
+    # Record 5 opens with an answer (Deita's embedder drops it); record 8 has nothing left once it is dropped.
+    opens_with_answer = {"conversations": [{"from": "gpt", "value": "Hi! Ask me anything."},
+                                           *conversations[8]["conversations"]]}
+    answer_only = {"conversations": [{"from": "gpt", "value": "no question"}]}
+    records = conversations[:4] + [opens_with_answer] + conversations[4:6] + [answer_only]
     source = tmp_path / "data.jsonl"
     source.write_text("".join(json.dumps(r) + "\n" for r in records) + "not json\n")
     out = tmp_path / "emb.npy"
@@ -127,17 +176,17 @@ def test_embed_command_writes_rows_aligned_with_the_input(tmp_path, monkeypatch,
 
     result = CliRunner().invoke(cli, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
-    assert re.fullmatch(r"localscore: 8 records in [\d.]+ s: 6 embedded \([\d.,]+/s, [\d,]+ tokens\), "
+    assert re.fullmatch(r"localscore: 9 records in [\d.]+ s: 7 embedded \([\d.,]+/s, [\d,]+ tokens\), "
                         r"0 from the cache, 2 errored \(NaN rows\)\n", result.output)
     rows = np.load(out)
-    assert rows.shape == (8, embedder.n_embd) and rows.dtype == np.float32
-    assert np.isnan(rows[4]).all() and np.isnan(rows[7]).all()
-    expected = embedder.embed([turns(r) for r in records[:4] + records[5:7]])
-    np.testing.assert_array_equal(np.delete(rows, [4, 7], axis=0), expected)
+    assert rows.shape == (9, embedder.n_embd) and rows.dtype == np.float32
+    assert np.isnan(rows[7]).all() and np.isnan(rows[8]).all()
+    expected = embedder.embed([turns(r) for r in conversations[:4] + [conversations[8]] + conversations[4:6]])
+    np.testing.assert_array_equal(rows[:7], expected)
     assert not (tmp_path / "emb.npy.partial").exists()
 
     again = CliRunner().invoke(cli, args, catch_exceptions=False)  # what an interrupted run's rerun does
-    assert " 0 embedded " in again.output and "6 from the cache" in again.output
+    assert " 0 embedded " in again.output and "7 from the cache" in again.output
     np.testing.assert_array_equal(np.load(out), rows, strict=True)
 
 

@@ -218,7 +218,7 @@ def test_killed_parquet_run_resumes_to_the_same_file(tmp_path, model):
     parts = tmp_path / "out.parquet.partial"
     process = subprocess.Popen(_command(src, out, model), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and len(list(parts.glob("part-*.parquet"))) < 2:
+    while time.monotonic() < deadline and process.poll() is None and len(list(parts.glob("part-*.parquet"))) < 2:
         time.sleep(0.02)
     process.send_signal(signal.SIGKILL)
     process.communicate(timeout=60)

@@ -39,7 +39,7 @@ def _start_and_stop(src: Path, out: Path, model: Path, sig: int) -> subprocess.C
     partial = out.with_name(out.name + ".partial")
     proc = subprocess.Popen(_command(src, out, model), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and proc.poll() is None:  # a child that exits early ends the wait
         if partial.exists() and partial.read_bytes().count(b"\n") >= 50:
             break
         time.sleep(0.05)

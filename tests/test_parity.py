@@ -17,8 +17,7 @@ import numpy as np
 import pytest
 
 from localscore import Scorer
-from localscore.templates import COMPLEXITY, QUALITY, TEMPLATES
-from tests.reference import ReferenceScorer
+from tests.reference import DEITA_TEMPLATES, ReferenceScorer, deita_prompt
 
 N_PAIRS = 40
 TOLERANCES = {  # quant: (max |delta|, mean |delta|)
@@ -45,7 +44,8 @@ def test_pairs(pairs) -> list[tuple[str, str]]:
 
 @pytest.fixture(scope="module")
 def reference_scores(reference, test_pairs) -> dict[str, np.ndarray]:
-    return {name: np.array([reference.score(t.format(i, o)) for i, o in test_pairs]) for name, t in TEMPLATES.items()}
+    return {name: np.array([reference.score(deita_prompt(name, i, o)) for i, o in test_pairs])
+            for name in DEITA_TEMPLATES}
 
 
 def test_reference_scores_are_spread(reference_scores):
@@ -55,21 +55,21 @@ def test_reference_scores_are_spread(reference_scores):
         assert scores.max() - scores.min() > 2.5
 
 
-@pytest.mark.parametrize("template", [QUALITY, COMPLEXITY], ids=lambda t: t.name)
+@pytest.mark.parametrize("template", list(DEITA_TEMPLATES))
 def test_token_ids_identical_to_sentencepiece(gguf_file, reference, test_pairs, template):
-    with Scorer.from_path(gguf_file("f32"), template.name) as scorer:
+    with Scorer.from_path(gguf_file("f32"), template) as scorer:
         for instruction, output in test_pairs:
             prompt = scorer.prompt(instruction, output)
             assert not prompt.truncated
-            assert prompt.ids == reference.ids(template.format(instruction, output))
+            assert prompt.ids == reference.ids(deita_prompt(template, instruction, output))
 
 
 @pytest.mark.parametrize("quant", list(TOLERANCES))
-@pytest.mark.parametrize("template", [QUALITY, COMPLEXITY], ids=lambda t: t.name)
+@pytest.mark.parametrize("template", list(DEITA_TEMPLATES))
 def test_scores_match_reference(gguf_file, reference_scores, test_pairs, template, quant):
-    with Scorer.from_path(gguf_file(quant), template.name) as scorer:
+    with Scorer.from_path(gguf_file(quant), template) as scorer:
         ours = np.array(scorer.score_many(test_pairs))
-    delta = np.abs(ours - reference_scores[template.name])
+    delta = np.abs(ours - reference_scores[template])
     max_tol, mean_tol = TOLERANCES[quant]
     assert delta.max() <= max_tol, f"{quant}: worst pair {int(delta.argmax())} off by {delta.max():.2e}"
     assert delta.mean() <= mean_tol, f"{quant}: mean |delta| {delta.mean():.2e}"
@@ -80,6 +80,6 @@ def test_six_logits_match_reference(gguf_file, reference, test_pairs):
     """Closer than the score: the six raw logits of the f32 model, pair by pair."""
     with Scorer.from_path(gguf_file("f32")) as scorer:
         for instruction, output in test_pairs[:10]:
-            ids = reference.ids(QUALITY.format(instruction, output))
+            ids = reference.ids(deita_prompt("quality", instruction, output))
             ours = scorer.engine.logits(ids, scorer.label_ids)
             np.testing.assert_allclose(ours, reference.logits(ids), rtol=0, atol=2e-4)

@@ -100,6 +100,17 @@ def test_ray_writes_json_lines_for_other_names(cluster, jsonl, model, single, tm
     assert [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()] == single
 
 
+def test_ray_reads_parquet_input_like_the_single_process_run(cluster, records, model, single, tmp_path):
+    src = tmp_path / "in.parquet"
+    pq.write_table(pa.Table.from_pylist(records), src, row_group_size=7)  # several blocks for the actors
+    out = tmp_path / "out.jsonl"
+    result = CliRunner().invoke(cli, ["score", str(src), "-m", str(model), "--ray", "--actors", "2", "--threads",
+                                      "1", "-q", "-o", str(out)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    # A table row has every column (null where a record has no such field): as JSON, the fields it had.
+    assert [present(json.loads(line)) for line in out.read_text(encoding="utf-8").splitlines()] == single
+
+
 def test_parquet_input_and_strict(cluster, jsonl, records, model, single, tmp_path):
     from localscore.distributed import score_on_ray
 

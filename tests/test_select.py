@@ -30,8 +30,10 @@ def deita_final_scores(records: list[dict]) -> np.ndarray:
     return np.array(out)
 
 
-def deita_filter(records: list[dict], embeddings: np.ndarray, data_size: int, threshold: float) -> list[int]:
-    """IterativeFilter.filter with batch_size 1 and cosine distance, as Deita runs it (torch float32)."""
+def deita_filter(records: list[dict], embeddings: np.ndarray, data_size: int, threshold: float
+                 ) -> tuple[list[int], int]:
+    """IterativeFilter.filter with batch_size 1 and cosine distance, as Deita runs it (torch float32): the kept
+    records, and how many candidates of the ranking a walk that stops once the budget is full examines."""
     import torch
 
     order = np.argsort(-deita_final_scores(records), kind="stable")
@@ -50,7 +52,8 @@ def deita_filter(records: list[dict], embeddings: np.ndarray, data_size: int, th
             kept.append(i)
         if len(kept) >= data_size:
             break
-    return [int(order[k]) for k in kept[:data_size]]
+    examined = kept[data_size - 1] + 1 if len(kept) >= data_size else len(emb)
+    return [int(order[k]) for k in kept[:data_size]], examined
 
 
 def scored(records: list[dict], seed: int = 0) -> list[dict]:
@@ -89,7 +92,7 @@ def test_evol_score_is_the_sum_of_products_over_turns():
 @pytest.mark.parametrize("threshold", [0.8, 0.9, 0.95, 0.99])
 def test_same_selection_as_deita(pool, pool_embeddings, budget, threshold):
     ours = select(pool, pool_embeddings, budget, threshold)
-    assert ours.indices == deita_filter(pool, pool_embeddings, budget, threshold)
+    assert (ours.indices, ours.examined) == deita_filter(pool, pool_embeddings, budget, threshold)
     assert ours.rejected == ours.examined - len(ours.indices)
 
 
@@ -150,6 +153,8 @@ def test_lazy_selection_embeds_only_what_the_walk_reaches(tmp_path, embedder_ggu
         lazy = select_file(source, tmp_path / "lazy.jsonl", budget=budget, threshold=threshold,
                            model_path=embedder_gguf, threads=1, cache_path=tmp_path / f"cache-{budget}.sqlite")
         lazy_out, eager_out = (read_jsonl(tmp_path / f"{name}.jsonl") for name in ("lazy", "eager"))
+        expected, examined = deita_filter(pool, pool_embeddings, budget, threshold)
+        assert [r["id"] for r in eager_out] == [pool[i]["id"] for i in expected] and eager.examined == examined
         assert [r["id"] for r in lazy_out] == [r["id"] for r in eager_out]
         for a, b in zip(lazy_out, eager_out):  # the similarity only to float32 rounding (other block shapes)
             assert a == {**b, "nearest_similarity": a["nearest_similarity"]}
@@ -172,13 +177,13 @@ def test_select_command(tmp_path, monkeypatch, pool, pool_embeddings):
                                       "--embeddings", str(embeddings)], catch_exceptions=False)
     assert result.exit_code == 0
     *lines, summary = result.output.splitlines()
-    expected = select(pool[:30], pool_embeddings[:30], 5, 0.95)
+    expected, examined = deita_filter(pool[:30], pool_embeddings[:30], 5, 0.95)
     chosen = [json.loads(line) for line in lines]
-    assert [c["id"] for c in chosen] == [pool[i]["id"] for i in expected.indices]
-    assert chosen[0] == {**pool[expected.indices[0]], "evol_score": pytest.approx(evol_scores(
-        [pool[expected.indices[0]]])[0]), "nearest_similarity": None}
+    assert [c["id"] for c in chosen] == [pool[i]["id"] for i in expected]
+    assert chosen[0] == {**pool[expected[0]], "evol_score": pytest.approx(deita_final_scores([pool[expected[0]]])[0]),
+                         "nearest_similarity": None}
     assert re.fullmatch(rf"localscore: 5 selected from 31 records \(1 without scores skipped\) in [\d.]+ s: "
-                        rf"{expected.examined} examined, {expected.rejected} rejected as near-duplicates; "
+                        rf"{examined} examined, {examined - 5} rejected as near-duplicates; "
                         r"0 embedded, 0 from the cache", summary)
 
 

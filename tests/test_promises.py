@@ -1,0 +1,322 @@
+"""README promises that nothing else checks, each through a public entry point (the CLI, in a real process where
+the promise is about processes): every --quant type loads and scores; `embed` on a full disk and after an
+interruption; `embed`/`select` never take the input as output; `--shard` with `--resume`; `hf://...@REVISION`
+and `--config`; `select`'s threshold check and Ctrl-C keeping the embedding cache."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import gguf
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import scipy.stats
+from click.testing import CliRunner
+
+from convert import QUANT_TYPES
+from localscore import Scorer
+from localscore.cli import cli
+from tests.conftest import sharegpt_conversations
+
+ROOT = Path(__file__).parent.parent
+
+
+def run(*args: object):
+    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+
+
+def write_jsonl(path: Path, records: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+    return path
+
+
+def localscore(*args: object) -> list[str]:
+    return [sys.executable, "-m", "localscore", *map(str, args)]
+
+
+def stop_when(process: subprocess.Popen, ready, sig: int) -> None:
+    """Send `sig` once `ready()` holds; stop waiting as soon as the child exits on its own."""
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and process.poll() is None and not ready():
+        time.sleep(0.02)
+    process.send_signal(sig)
+    process.communicate(timeout=60)
+
+
+def cached_vectors(cache: Path) -> int:
+    """Vectors committed to an embedding cache (what a killed run leaves)."""
+    if not cache.exists():
+        return 0
+    with sqlite3.connect(cache) as db:
+        try:
+            return db.execute("SELECT count(*) FROM vectors").fetchone()[0]
+        except sqlite3.OperationalError:  # the table is being created
+            return 0
+
+
+@pytest.fixture(scope="module")
+def conversations() -> list[dict]:
+    """400 distinct conversations (the cache keys on token ids: repeats would be reused, not computed)."""
+    records = sharegpt_conversations()
+    return [{"id": i, "conversations": [{**turn, "value": f"({i}) {turn['value']}"} if j == 0 else turn
+                                        for j, turn in enumerate(records[i % len(records)]["conversations"])]}
+            for i in range(400)]
+
+
+# --- every quantization ------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def f32_scores(gguf_file, pairs) -> np.ndarray:
+    with Scorer.from_path(gguf_file("f32")) as scorer:
+        return np.array(scorer.score_many(pairs[:24]))
+
+
+@pytest.mark.parametrize("quant", QUANT_TYPES)
+def test_every_quant_type_converts_loads_and_scores(gguf_file, pairs, f32_scores, quant):
+    path = gguf_file(quant)
+    file_type = gguf.GGUFReader(path).fields[gguf.Keys.General.FILE_TYPE].contents()
+    assert file_type == {"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16,
+                         "bf16": gguf.LlamaFileType.MOSTLY_BF16, "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0,
+                         "q6_k": gguf.LlamaFileType.MOSTLY_Q6_K, "q5_k_m": gguf.LlamaFileType.MOSTLY_Q5_K_M,
+                         "q4_k_m": gguf.LlamaFileType.MOSTLY_Q4_K_M}[quant]
+    with Scorer.from_path(path) as scorer:
+        scores = np.array(scorer.score_many(pairs[:24]))
+    assert np.all((scores >= 1) & (scores <= 6))
+    # The same model, quantized: it still ranks the pairs the way f32 does (a broken quantization does not).
+    assert scipy.stats.spearmanr(scores, f32_scores).statistic > QUANT_RANK_AGREEMENT
+
+
+# --- embed: a full disk, an interruption --------------------------------------------------------------------------
+
+@pytest.fixture
+def tmpfs(tmp_path):
+    """A real 64 KiB file system (tmpfs); `grow()` makes room. Needs root: without it the test is skipped, which
+    fails under CI (tests/conftest.py)."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)], capture_output=True,
+                             text=True)
+    if mounted.returncode:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+
+    class Disk:
+        path = disk
+
+        @staticmethod
+        def grow() -> None:
+            subprocess.run(["mount", "-o", "remount,size=4m", str(disk)], check=True)
+
+    yield Disk
+    subprocess.run(["umount", str(disk)], check=True)
+
+
+def test_embed_on_a_full_disk_is_one_line_and_the_rerun_computes_only_the_rest(tmp_path, monkeypatch, tmpfs,
+                                                                                embedder_gguf, conversations):
+    monkeypatch.setenv("LOCALSCORE_CACHE", str(tmp_path / "cache"))
+    source = write_jsonl(tmp_path / "in.jsonl", conversations[:120])  # 120 rows of 1 KiB: more than 64 KiB
+    out = tmpfs.path / "emb.npy"
+    full = run("embed", source, "-m", embedder_gguf, "-o", out, "-t", "1")
+    assert full.exit_code == 1
+    assert full.output == (f"Error: disk full writing {out}.partial; free some space, then run the same command "
+                           "again (computed embeddings are cached)\n")
+    assert not out.exists()
+    cached = cached_vectors(tmp_path / "cache" / "embeddings.sqlite")
+    assert 0 < cached < 120
+
+    tmpfs.grow()
+    again = run("embed", source, "-m", embedder_gguf, "-o", out, "-t", "1")
+    assert again.exit_code == 0, again.output
+    assert f" {120 - cached} embedded " in again.output and f"{cached} from the cache" in again.output
+    reference = tmp_path / "reference.npy"
+    monkeypatch.setenv("LOCALSCORE_CACHE", str(tmp_path / "fresh-cache"))
+    assert run("embed", source, "-m", embedder_gguf, "-o", reference, "-t", "1").exit_code == 0
+    assert out.read_bytes() == reference.read_bytes()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["kill-9", "ctrl-c"])
+def test_an_interrupted_embed_computes_only_the_missing_rows(tmp_path, embedder_gguf, conversations, sig):
+    source = write_jsonl(tmp_path / "in.jsonl", conversations)
+    cache = tmp_path / "cache" / "embeddings.sqlite"
+    env = {**os.environ, "LOCALSCORE_CACHE": str(cache.parent)}
+    out = tmp_path / "emb.npy"
+    command = localscore("embed", source, "-m", embedder_gguf, "-o", out, "-t", "1")
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    stop_when(process, lambda: cached_vectors(cache) >= 64, sig)
+    done = cached_vectors(cache)
+    assert 64 <= done < len(conversations), "the run finished before it could be interrupted"
+    assert not out.exists()
+    if sig == signal.SIGINT:
+        assert process.returncode == 130
+
+    rerun = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr
+    assert f" {len(conversations) - done} embedded " in rerun.stderr and f"{done} from the cache" in rerun.stderr
+    reference = tmp_path / "reference.npy"
+    assert run("embed", source, "-m", embedder_gguf, "-o", reference, "-t", "1").exit_code == 0
+    np.testing.assert_array_equal(np.load(out), np.load(reference), strict=True)
+
+
+# --- never the input as output ------------------------------------------------------------------------------------
+
+def test_embed_and_select_refuse_the_input_as_output(tmp_path, embedder_gguf):
+    records = [{"instruction": "Name a colour.", "output": "Blue.", "quality_score": 3.0, "complexity_score": 2.0},
+               {"instruction": "Add 2 and 3.", "output": "5", "quality_score": 4.0, "complexity_score": 1.0}]
+    source = write_jsonl(tmp_path / "in.jsonl", records)
+    (tmp_path / "link.jsonl").symlink_to(source)
+    np.save(tmp_path / "emb.npy", np.eye(2, 8, dtype=np.float32))
+    before = source.read_bytes()
+    for output in (source, tmp_path / "link.jsonl"):
+        for args in (["embed", source, "-m", embedder_gguf, "-o", output],
+                     ["select", source, "-k", "1", "--embeddings", tmp_path / "emb.npy", "-o", output]):
+            result = run(*args)
+            assert (result.exit_code, result.output) == (1, (
+                f"Error: output {output} is the input {source}; give another output file, the input is never "
+                "overwritten\n")), args
+    assert source.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["emb.npy", "in.jsonl", "link.jsonl"]
+
+
+# --- a shard, killed and resumed ----------------------------------------------------------------------------------
+
+def test_a_killed_shard_resumes_and_merges_into_the_single_run(tmp_path, gguf_file, q8_scorer, pairs):
+    from localscore.runner import score_file
+
+    model = gguf_file("q8_0")
+    records = [{"id": i, "instruction": pairs[i % len(pairs)][0], "output": pairs[i % len(pairs)][1]}
+               for i in range(600)]
+    source = write_jsonl(tmp_path / "in.jsonl", records)
+    single = tmp_path / "single.jsonl"
+    score_file(source, single, q8_scorer)
+    outputs = [tmp_path / f"shard-{i}.jsonl" for i in range(3)]
+    for i in (0, 2):
+        score_file(source, outputs[i], q8_scorer, shard=f"{i}/3")
+
+    partial = tmp_path / "shard-1.jsonl.partial"
+    command = localscore("score", source, "-m", model, "-o", outputs[1], "--shard", "1/3", "-q")
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    stop_when(process, lambda: partial.exists() and partial.read_bytes().count(b"\n") >= 30, signal.SIGKILL)
+    done = partial.read_bytes().count(b"\n")
+    assert 30 <= done < 200, "the shard finished before it could be killed"
+    assert not outputs[1].exists()
+
+    resumed = subprocess.run([*command, "--resume"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    merged = tmp_path / "merged.jsonl"
+    assert run("merge", *outputs, "-o", merged).exit_code == 0
+    assert merged.read_bytes() == single.read_bytes()
+
+
+# --- hub datasets: a revision, a config ---------------------------------------------------------------------------
+
+def hub_snapshot(cache: Path, repo_id: str, commit: str, files: dict[str, pa.Table], readme: str = "") -> None:
+    """One snapshot of a dataset repo laid out as huggingface_hub caches it."""
+    snapshot = cache / f"datasets--{repo_id.replace('/', '--')}" / "snapshots" / commit
+    for name, table in files.items():
+        (snapshot / name).parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(table, snapshot / name)
+    if readme:
+        (snapshot / "README.md").write_text(readme)
+
+
+def test_hub_dataset_revision_and_config_from_an_offline_cache(tmp_path, gguf_file, q8_scorer, pairs):
+    from localscore.runner import score_file
+
+    old, new, small, large = (pa.Table.from_pylist([{"instruction": a, "output": b} for a, b in chunk])
+                              for chunk in (pairs[0:3], pairs[3:7], pairs[7:9], pairs[9:14]))
+    cache = tmp_path / "hub"
+    first, second = "1" * 40, "2" * 40
+    hub_snapshot(cache, "org/data", first, {"data/train-00000-of-00001.parquet": old})
+    hub_snapshot(cache, "org/data", second, {"data/train-00000-of-00001.parquet": new})
+    (cache / "datasets--org--data" / "refs").mkdir()
+    (cache / "datasets--org--data" / "refs" / "main").write_text(second)
+    configs = ("---\nconfigs:\n"
+               "- config_name: small\n  data_files:\n  - split: train\n    path: small/*.parquet\n"
+               "- config_name: large\n  data_files:\n  - split: train\n    path: large/*.parquet\n---\n")
+    hub_snapshot(cache, "org/configs", first, {"small/part.parquet": small, "large/part.parquet": large}, configs)
+    (cache / "datasets--org--configs" / "refs").mkdir()
+    (cache / "datasets--org--configs" / "refs" / "main").write_text(first)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(cache),
+           "HF_DATASETS_CACHE": str(tmp_path / "datasets-cache"), "HF_HOME": str(tmp_path / "hf-home")}
+
+    def score(source: str, *extra: str) -> list[dict]:
+        out = tmp_path / "out.jsonl"
+        # huggingface_hub reads HF_HUB_* once, on import: each run is its own process.
+        done = subprocess.run(localscore("score", source, "-m", gguf_file("q8_0"), "-o", out, "-q", *extra), cwd=ROOT,
+                              env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        return [json.loads(line) for line in out.read_text().splitlines()]
+
+    def expected(table: pa.Table) -> list[dict]:
+        src = write_jsonl(tmp_path / "expected-in.jsonl", table.to_pylist())
+        score_file(src, tmp_path / "expected.jsonl", q8_scorer)
+        return [json.loads(line) for line in (tmp_path / "expected.jsonl").read_text().splitlines()]
+
+    assert score("hf://datasets/org/data") == expected(new)
+    assert score(f"hf://datasets/org/data@{first}") == expected(old)
+    assert score(f"hf://datasets/org/data@{second}") == expected(new)
+    assert score("hf://datasets/org/configs", "--config", "large") == expected(large)
+    assert score("hf://datasets/org/configs", "--config", "small") == expected(small)
+    other = subprocess.run(localscore("score", "hf://datasets/org/configs", "--config", "medium", "-m",
+                                      gguf_file("q8_0")), cwd=ROOT, env=env, capture_output=True, text=True,
+                           timeout=300)
+    assert other.returncode == 1
+    last = other.stderr.splitlines()[-1]
+    assert last.startswith("Error: hub dataset org/configs: ") and last.endswith(" (--split, --config)")
+    assert "medium" in last and "small" in last and "large" in last
+
+
+# --- select: the threshold, Ctrl-C ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("threshold", ["-0.1", "1.5", "nan"])
+def test_select_refuses_a_threshold_outside_0_to_1(tmp_path, threshold):
+    source = write_jsonl(tmp_path / "in.jsonl", [{"instruction": "a", "output": "b", "quality_score": 1.0,
+                                                  "complexity_score": 1.0}])
+    np.save(tmp_path / "emb.npy", np.ones((1, 4), dtype=np.float32))
+    result = run("select", source, "-k", "1", "--embeddings", tmp_path / "emb.npy", "--threshold", threshold)
+    assert result.exit_code == 2
+    assert f"Invalid value for '--threshold': {threshold} is not in the range 0<=x<=1." in result.output
+    assert not (tmp_path / "selected.jsonl").exists()
+
+
+def test_select_api_refuses_a_threshold_outside_0_to_1(tmp_path):
+    from localscore.errors import InputError
+    from localscore.select_run import select_file
+
+    np.save(tmp_path / "emb.npy", np.ones((1, 4), dtype=np.float32))
+    for threshold in (-0.1, 1.5, float("nan")):
+        with pytest.raises(InputError, match=rf"^threshold must be between 0 and 1, got {threshold}$"):
+            select_file(tmp_path / "in.jsonl", None, budget=1, threshold=threshold, embeddings_path=tmp_path / "emb.npy")
+
+
+def test_ctrl_c_in_select_keeps_the_embeddings_computed(tmp_path, embedder_gguf, conversations):
+    rng = np.random.default_rng(0)
+    scored = [{**c, "quality_scores": list(rng.uniform(1, 6, len(c["conversations"]) // 2)),
+               "complexity_scores": list(rng.uniform(1, 6, len(c["conversations"]) // 2))} for c in conversations]
+    source = write_jsonl(tmp_path / "scored.jsonl", scored)
+    cache = tmp_path / "cache" / "embeddings.sqlite"
+    env = {**os.environ, "LOCALSCORE_CACHE": str(cache.parent)}
+    command = localscore("select", source, "-k", "400", "--threshold", "0.999", "-m", embedder_gguf, "-t", "1",
+                         "-o", tmp_path / "selected.jsonl")
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    stop_when(process, lambda: cached_vectors(cache) >= 64, signal.SIGINT)
+    done = cached_vectors(cache)
+    assert 64 <= done < len(scored), "select finished before it could be interrupted"
+    assert process.returncode == 130
+    assert not (tmp_path / "selected.jsonl").exists()
+
+    rerun = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr
+    summary = rerun.stderr.splitlines()[-1]
+    examined = int(summary.split(" examined")[0].rsplit(" ", 1)[1].replace(",", ""))
+    assert summary.endswith(f"{examined - done:,} embedded, {done:,} from the cache")
