@@ -69,7 +69,9 @@ class EmbeddingsWriter:
 
     def __exit__(self, *exc: object) -> None:
         if not self._file.closed:
-            self._file.close()
+            # Closing flushes the buffer: on a full disk that fails again, and must say so in one line too.
+            with self._disk_full_is_one_line():
+                self._file.close()
 
 
 def read_embeddings(path: str | os.PathLike, rows: int | None = None) -> np.ndarray:

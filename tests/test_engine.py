@@ -15,11 +15,12 @@ from localscore.engine import Engine, physical_cores
 from localscore.prompts import shared_head
 from localscore.templates import COMPLEXITY, QUALITY
 
-# Measured with packs of 4: 0.0 on the tiny q8_0 model and these 24 pairs (llama.cpp picks the same kernels for
-# these shapes); up to 0.11 on the larger random benchmark model (benchmarks/README.md), ~0.1 reported on other
-# CPUs. The q8_0 bound is loose on purpose: it catches a packing bug (scores of the wrong prompt), not kernel noise.
-# f32 (f32 KV cache, no flash attention) has no such noise: packed scores stay within 1e-4 of single ones.
-PACK_DRIFT = {"f32": 1e-4, "q8_0": 0.15}
+# Measured with packs of 4 on the tiny q8_0 model and these 24 pairs: 0.0 in input order, 0.17 on one pair once
+# the packs are reshuffled (AMD EPYC Zen 3, AVX2); up to 0.11 on the larger random benchmark model
+# (benchmarks/README.md), ~0.1 reported on other CPUs. The q8_0 bound is loose on purpose: it catches a packing bug
+# (scores of the wrong prompt), not kernel noise. f32 (f32 KV cache, no flash attention) has no such noise: packed
+# scores stay within 1e-4 of single ones.
+PACK_DRIFT = {"f32": 1e-4, "q8_0": 0.3}
 
 
 @pytest.fixture(scope="module")

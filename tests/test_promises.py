@@ -28,6 +28,9 @@ from localscore.cli import cli
 from tests.conftest import sharegpt_conversations
 
 ROOT = Path(__file__).parent.parent
+# Spearman rho of each quantization's scores with f32's on 24 real pairs, measured: f16 1.00, bf16 1.00, q8_0 0.99,
+# q6_k 0.98, q5_k_m 0.98, q4_k_m 0.91 (random weights quantize worse than trained ones); a broken one is near 0.
+QUANT_RANK_AGREEMENT = 0.8
 
 
 def run(*args: object):
@@ -65,11 +68,25 @@ def cached_vectors(cache: Path) -> int:
 
 @pytest.fixture(scope="module")
 def conversations() -> list[dict]:
-    """400 distinct conversations (the cache keys on token ids: repeats would be reused, not computed)."""
-    records = sharegpt_conversations()
-    return [{"id": i, "conversations": [{**turn, "value": f"({i}) {turn['value']}"} if j == 0 else turn
-                                        for j, turn in enumerate(records[i % len(records)]["conversations"])]}
-            for i in range(400)]
+    """100 distinct conversations: more than one commit of the embedding cache (64 vectors), and 100 KiB of
+    embeddings from the tiny embedder, more than the 64 KiB disk below."""
+    return [{"id": i, **record} for i, record in enumerate(sharegpt_conversations()[:100])]
+
+
+@pytest.fixture(scope="module")
+def embed_input(tmp_path_factory, conversations) -> Path:
+    return write_jsonl(tmp_path_factory.mktemp("embed") / "in.jsonl", conversations)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_embeddings(tmp_path_factory, embedder_gguf, embed_input) -> bytes:
+    folder = tmp_path_factory.mktemp("embed-reference")
+    out = folder / "emb.npy"
+    done = subprocess.run(localscore("embed", embed_input, "-m", embedder_gguf, "-o", out, "-t", "1"), cwd=ROOT,
+                          env={**os.environ, "LOCALSCORE_CACHE": str(folder / "cache")}, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    return out.read_bytes()
 
 
 # --- every quantization ------------------------------------------------------------------------------------------
@@ -121,50 +138,44 @@ def tmpfs(tmp_path):
     subprocess.run(["umount", str(disk)], check=True)
 
 
-def test_embed_on_a_full_disk_is_one_line_and_the_rerun_computes_only_the_rest(tmp_path, monkeypatch, tmpfs,
-                                                                                embedder_gguf, conversations):
+def test_embed_on_a_full_disk_is_one_line_and_the_rerun_computes_only_the_rest(
+        tmp_path, monkeypatch, tmpfs, embedder_gguf, embed_input, uninterrupted_embeddings):
     monkeypatch.setenv("LOCALSCORE_CACHE", str(tmp_path / "cache"))
-    source = write_jsonl(tmp_path / "in.jsonl", conversations[:120])  # 120 rows of 1 KiB: more than 64 KiB
     out = tmpfs.path / "emb.npy"
-    full = run("embed", source, "-m", embedder_gguf, "-o", out, "-t", "1")
+    full = run("embed", embed_input, "-m", embedder_gguf, "-o", out, "-t", "1")
     assert full.exit_code == 1
     assert full.output == (f"Error: disk full writing {out}.partial; free some space, then run the same command "
                            "again (computed embeddings are cached)\n")
     assert not out.exists()
     cached = cached_vectors(tmp_path / "cache" / "embeddings.sqlite")
-    assert 0 < cached < 120
+    assert 0 < cached < 100
 
     tmpfs.grow()
-    again = run("embed", source, "-m", embedder_gguf, "-o", out, "-t", "1")
+    again = run("embed", embed_input, "-m", embedder_gguf, "-o", out, "-t", "1")
     assert again.exit_code == 0, again.output
-    assert f" {120 - cached} embedded " in again.output and f"{cached} from the cache" in again.output
-    reference = tmp_path / "reference.npy"
-    monkeypatch.setenv("LOCALSCORE_CACHE", str(tmp_path / "fresh-cache"))
-    assert run("embed", source, "-m", embedder_gguf, "-o", reference, "-t", "1").exit_code == 0
-    assert out.read_bytes() == reference.read_bytes()
+    assert f" {100 - cached} embedded " in again.output and f"{cached} from the cache" in again.output
+    assert out.read_bytes() == uninterrupted_embeddings
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["kill-9", "ctrl-c"])
-def test_an_interrupted_embed_computes_only_the_missing_rows(tmp_path, embedder_gguf, conversations, sig):
-    source = write_jsonl(tmp_path / "in.jsonl", conversations)
+def test_an_interrupted_embed_computes_only_the_missing_rows(tmp_path, embedder_gguf, embed_input,
+                                                            uninterrupted_embeddings, sig):
     cache = tmp_path / "cache" / "embeddings.sqlite"
     env = {**os.environ, "LOCALSCORE_CACHE": str(cache.parent)}
     out = tmp_path / "emb.npy"
-    command = localscore("embed", source, "-m", embedder_gguf, "-o", out, "-t", "1")
+    command = localscore("embed", embed_input, "-m", embedder_gguf, "-o", out, "-t", "1")
     process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     stop_when(process, lambda: cached_vectors(cache) >= 64, sig)
     done = cached_vectors(cache)
-    assert 64 <= done < len(conversations), "the run finished before it could be interrupted"
+    assert 64 <= done < 100, "the run finished before it could be interrupted"
     assert not out.exists()
     if sig == signal.SIGINT:
         assert process.returncode == 130
 
     rerun = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stderr
-    assert f" {len(conversations) - done} embedded " in rerun.stderr and f"{done} from the cache" in rerun.stderr
-    reference = tmp_path / "reference.npy"
-    assert run("embed", source, "-m", embedder_gguf, "-o", reference, "-t", "1").exit_code == 0
-    np.testing.assert_array_equal(np.load(out), np.load(reference), strict=True)
+    assert f" {100 - done} embedded " in rerun.stderr and f"{done} from the cache" in rerun.stderr
+    assert out.read_bytes() == uninterrupted_embeddings
 
 
 # --- never the input as output ------------------------------------------------------------------------------------
@@ -189,25 +200,27 @@ def test_embed_and_select_refuse_the_input_as_output(tmp_path, embedder_gguf):
 
 # --- a shard, killed and resumed ----------------------------------------------------------------------------------
 
-def test_a_killed_shard_resumes_and_merges_into_the_single_run(tmp_path, gguf_file, q8_scorer, pairs):
+def test_a_killed_shard_resumes_and_merges_into_the_single_run(tmp_path, gguf_file):
     from localscore.runner import score_file
 
     model = gguf_file("q8_0")
-    records = [{"id": i, "instruction": pairs[i % len(pairs)][0], "output": pairs[i % len(pairs)][1]}
-               for i in range(600)]
+    # Short records: what matters is where the kill lands, not what is scored.
+    records = [{"id": i, "instruction": f"Write the number {i} in words.", "output": f"{i:,} in words."}
+               for i in range(150)]
     source = write_jsonl(tmp_path / "in.jsonl", records)
     single = tmp_path / "single.jsonl"
-    score_file(source, single, q8_scorer)
     outputs = [tmp_path / f"shard-{i}.jsonl" for i in range(3)]
-    for i in (0, 2):
-        score_file(source, outputs[i], q8_scorer, shard=f"{i}/3")
+    with Scorer.from_path(model, threads=1) as scorer:  # one thread: no spinning threads on a busy machine
+        score_file(source, single, scorer)
+        for i in (0, 2):
+            score_file(source, outputs[i], scorer, shard=f"{i}/3")
 
     partial = tmp_path / "shard-1.jsonl.partial"
-    command = localscore("score", source, "-m", model, "-o", outputs[1], "--shard", "1/3", "-q")
+    command = localscore("score", source, "-m", model, "-o", outputs[1], "--shard", "1/3", "-q", "-t", "1")
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    stop_when(process, lambda: partial.exists() and partial.read_bytes().count(b"\n") >= 30, signal.SIGKILL)
+    stop_when(process, lambda: partial.exists() and partial.read_bytes().count(b"\n") >= 10, signal.SIGKILL)
     done = partial.read_bytes().count(b"\n")
-    assert 30 <= done < 200, "the shard finished before it could be killed"
+    assert 10 <= done < 50, "the shard finished before it could be killed"
     assert not outputs[1].exists()
 
     resumed = subprocess.run([*command, "--resume"], cwd=ROOT, capture_output=True, text=True, timeout=600)
@@ -264,9 +277,7 @@ def test_hub_dataset_revision_and_config_from_an_offline_cache(tmp_path, gguf_fi
 
     assert score("hf://datasets/org/data") == expected(new)
     assert score(f"hf://datasets/org/data@{first}") == expected(old)
-    assert score(f"hf://datasets/org/data@{second}") == expected(new)
     assert score("hf://datasets/org/configs", "--config", "large") == expected(large)
-    assert score("hf://datasets/org/configs", "--config", "small") == expected(small)
     other = subprocess.run(localscore("score", "hf://datasets/org/configs", "--config", "medium", "-m",
                                       gguf_file("q8_0")), cwd=ROOT, env=env, capture_output=True, text=True,
                            timeout=300)
@@ -278,15 +289,20 @@ def test_hub_dataset_revision_and_config_from_an_offline_cache(tmp_path, gguf_fi
 
 # --- select: the threshold, Ctrl-C ----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("threshold", ["-0.1", "1.5", "nan"])
-def test_select_refuses_a_threshold_outside_0_to_1(tmp_path, threshold):
+@pytest.mark.parametrize("threshold, code, message", [
+    ("-0.1", 2, "Error: Invalid value for '--threshold': -0.1 is not in the range 0<=x<=1."),
+    ("1.5", 2, "Error: Invalid value for '--threshold': 1.5 is not in the range 0<=x<=1."),
+    ("nan", 1, "Error: threshold must be between 0 and 1, got nan"),  # passes click's range, not select's
+])
+def test_select_refuses_a_threshold_outside_0_to_1(tmp_path, threshold, code, message):
     source = write_jsonl(tmp_path / "in.jsonl", [{"instruction": "a", "output": "b", "quality_score": 1.0,
                                                   "complexity_score": 1.0}])
     np.save(tmp_path / "emb.npy", np.ones((1, 4), dtype=np.float32))
-    result = run("select", source, "-k", "1", "--embeddings", tmp_path / "emb.npy", "--threshold", threshold)
-    assert result.exit_code == 2
-    assert f"Invalid value for '--threshold': {threshold} is not in the range 0<=x<=1." in result.output
-    assert not (tmp_path / "selected.jsonl").exists()
+    out = tmp_path / "selected.jsonl"
+    result = run("select", source, "-k", "1", "--embeddings", tmp_path / "emb.npy", "--threshold", threshold,
+                 "-o", out)
+    assert (result.exit_code, result.output.splitlines()[-1]) == (code, message)
+    assert not out.exists()
 
 
 def test_select_api_refuses_a_threshold_outside_0_to_1(tmp_path):
@@ -306,7 +322,7 @@ def test_ctrl_c_in_select_keeps_the_embeddings_computed(tmp_path, embedder_gguf,
     source = write_jsonl(tmp_path / "scored.jsonl", scored)
     cache = tmp_path / "cache" / "embeddings.sqlite"
     env = {**os.environ, "LOCALSCORE_CACHE": str(cache.parent)}
-    command = localscore("select", source, "-k", "400", "--threshold", "0.999", "-m", embedder_gguf, "-t", "1",
+    command = localscore("select", source, "-k", "100", "--threshold", "0.999", "-m", embedder_gguf, "-t", "1",
                          "-o", tmp_path / "selected.jsonl")
     process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     stop_when(process, lambda: cached_vectors(cache) >= 64, signal.SIGINT)
