@@ -102,7 +102,8 @@ def test_ray_writes_json_lines_for_other_names(cluster, jsonl, model, single, tm
 
 def test_ray_reads_parquet_input_like_the_single_process_run(cluster, records, model, single, tmp_path):
     src = tmp_path / "in.parquet"
-    pq.write_table(pa.Table.from_pylist(records), src, row_group_size=7)  # several blocks for the actors
+    # Every record's keys (from_pylist takes the first row's); several row groups, so both actors get blocks.
+    pq.write_table(pa.Table.from_struct_array(pa.array(records)), src, row_group_size=7)
     out = tmp_path / "out.jsonl"
     result = CliRunner().invoke(cli, ["score", str(src), "-m", str(model), "--ray", "--actors", "2", "--threads",
                                       "1", "-q", "-o", str(out)], catch_exceptions=False)
