@@ -82,7 +82,8 @@ def _scored(scorer: Scorer, item: _Prepared, scores: list[float], strict: bool) 
     template = scorer.template
     if item.error is not None:
         if strict:
-            raise InputError(f"record {item.record.number}: {item.error} (--strict stops at the first bad record)")
+            raise InputError(f"record {item.record.number}: {item.error} ({{strict}} stops at the first bad "
+                             "record)", options=["strict"])
         return Scored(item.record, result(item.record, template, error=item.error), [], 0, False, item.error)
     truncated = any(p.truncated for p in item.prompts)
     return Scored(item.record, result(item.record, template, scores, truncated=truncated), scores,

@@ -18,7 +18,8 @@ from typing import Callable, Sequence
 import numpy as np
 
 from .agreement import Agreement, agreement
-from .errors import InputError
+from .errors import InputError, OutputError
+from .progress import Progress, silent
 from .records import Record, read_records
 from .templates import TEMPLATES, Template
 
@@ -103,7 +104,7 @@ class Comparison:
 def compare(a: str | os.PathLike, b: str | os.PathLike, data: str | os.PathLike, *, scorer: str = "quality",
             sample: int | None = None, seed: int = 0, threads: int | None = None,
             json_path: str | os.PathLike | None = None, plot: str | os.PathLike | None = None,
-            log: Callable[[str], None] | None = None, progress: bool = False) -> Comparison:
+            log: Callable[[str], None] | None = None, progress: Progress | None = None) -> Comparison:
     """Compare scorer A with scorer B on the records of `data` (all of them, or `sample` records drawn with
     `seed`). A and B are each a scorer GGUF (scored here, one prompt per decode, so the result is reproducible)
     or a file scored from `data`. Writes the figures as JSON to `json_path` and a scatter + histogram PNG to
@@ -119,7 +120,7 @@ def compare(a: str | os.PathLike, b: str | os.PathLike, data: str | os.PathLike,
     inputs = {Path(p).resolve() for p in (a, b, data)}
     for output in (json_path, plot):
         if output is not None and Path(output).resolve() in inputs:
-            raise InputError(f"{output} is one of the inputs; write the JSON and the plot to new files")
+            raise OutputError(f"{output} is one of the inputs; write the JSON and the plot to new files")
     template = TEMPLATES[scorer]
     records = list(read_records(data, template))
     positions = sample_positions(len(records), sample, seed)
@@ -177,7 +178,7 @@ def is_gguf(path: str | os.PathLike) -> bool:
 
 def _side_scores(path: str | os.PathLike, label: str, positions: np.ndarray, records: list[Record],
                  data: str | os.PathLike, template: Template, threads: int | None, log: Callable[[str], None],
-                 progress: bool) -> list[list[float] | str]:
+                 progress: Progress | None) -> list[list[float] | str]:
     if is_gguf(path):
         log(f"scoring {len(positions):,} records of {os.fspath(data)} with {label} ({os.fspath(path)})")
         return _model_scores(path, label, [records[i] for i in positions], template, threads, progress)
@@ -185,23 +186,21 @@ def _side_scores(path: str | os.PathLike, label: str, positions: np.ndarray, rec
 
 
 def _model_scores(path: str | os.PathLike, label: str, chosen: Sequence[Record], template: Template,
-                  threads: int | None, progress: bool) -> list[list[float] | str]:
+                  threads: int | None, progress: Progress | None) -> list[list[float] | str]:
     from .batch import score_records
-    from .progress import Progress
     from .scorer import Scorer  # loads llama.cpp, which comparing two scored files does not need
 
     out: list[list[float] | str] = []
-    bar = Progress(len(chosen), enabled=progress)
+    report, tokens = progress or silent, 0
     with Scorer.from_path(path, template.name, threads=threads) as scorer:
-        try:
-            for scored in score_records(scorer, chosen):
-                if scored.error is None:
-                    out.append(scored.scores)
-                else:  # a bad data record, or a prompt over this model's context
-                    out.append(f"{'data' if scored.record.error else label}: {scored.error}")
-                bar.update(1, scored.tokens)
-        finally:
-            bar.close()
+        report(0, len(chosen), 0)
+        for scored in score_records(scorer, chosen):
+            if scored.error is None:
+                out.append(scored.scores)
+            else:  # a bad data record, or a prompt over this model's context
+                out.append(f"{'data' if scored.record.error else label}: {scored.error}")
+            tokens += scored.tokens
+            report(len(out), len(chosen), tokens)
     return out
 
 
@@ -257,7 +256,7 @@ def _write_text(path: Path, text: str) -> None:
     try:
         path.write_text(text, encoding="utf-8")
     except OSError as e:
-        raise InputError(f"cannot write {path}: {e.strerror}") from None
+        raise OutputError(f"cannot write {path}: {e.strerror}") from None
 
 
 def _fixed(value: float) -> str:

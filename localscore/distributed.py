@@ -18,6 +18,7 @@ from .batch import score_records
 from .errors import InputError, LocalscoreError, ModelError
 from .extras import require
 from .output import open_writer, refuse_input_as_output
+from .progress import Progress, silent
 from .records import make_record, result_fields
 from .runner import Summary
 from .templates import TEMPLATES, Template
@@ -56,11 +57,14 @@ class ActorStats:
 class RaySummary(Summary):
     actors: dict[str, ActorStats] = field(default_factory=dict)  # "host:pid" -> its work
 
+    def lines(self) -> list[str]:
+        return [*(actor.line(name) for name, actor in self.actors.items()), self.line()]
+
 
 def score_on_ray(input_path: str | os.PathLike, output: str | os.PathLike, *,
                  model_path: str | os.PathLike | None = None, scorer: str = "quality", actors: int = 1,
                  threads: int = 1, ctx: int | None = None, too_long: str = "truncate", pack: int = 1,
-                 strict: bool = False, progress: bool = False, verbose: bool = False) -> RaySummary:
+                 strict: bool = False, progress: Progress | None = None, verbose: bool = False) -> RaySummary:
     """Score every record of `input_path` (JSON Lines, a JSON array, or Parquet when the name ends in .parquet) on
     the Ray cluster this process is connected to, or the one `RAY_ADDRESS` names, or a new local one; write
     `output` in input order through the same writer as a single-process run (Parquet for a .parquet name, else
@@ -68,7 +72,7 @@ def score_on_ray(input_path: str | os.PathLike, output: str | os.PathLike, *,
 
     `actors` actors each load `model_path` (a path every node can read; None: each node's default-model cache)
     and reserve `threads` CPUs, which is also llama.cpp's thread count. Bad records get `<scorer>_error`; with
-    `strict` the first one in input order raises InputError.
+    `strict` the first one in input order raises InputError. `progress` is called as the driver writes each block.
     """
     ray = _import_ray()
     if scorer not in TEMPLATES:
@@ -84,7 +88,7 @@ def score_on_ray(input_path: str | os.PathLike, output: str | os.PathLike, *,
     context = dataset.context
     # Blocks leave each stage in input order; the row id lets the driver check that while it writes.
     context.execution_options.preserve_order = True
-    context.enable_progress_bars = progress
+    context.enable_progress_bars = False  # the caller's `progress` shows the run
     context.print_on_execution_start = verbose
     refuse_input_as_output(input_path, output)
     try:
@@ -93,8 +97,11 @@ def score_on_ray(input_path: str | os.PathLike, output: str | os.PathLike, *,
         dataset = dataset.with_column(ROW, ray.data.expressions.monotonically_increasing_id()).materialize()
     except ray.exceptions.RayTaskError as e:
         raise _read_error(e, input_path) from None
+    report = progress or silent
     with open_writer(output, schema=_parquet_schema(dataset, input_path, output, template)) as out:
-        per_block = max(1, min(MAX_BLOCK_ROWS, math.ceil(dataset.count() / (BLOCKS_PER_ACTOR * actors))))
+        total = dataset.count()
+        report(0, total, 0)
+        per_block = max(1, min(MAX_BLOCK_ROWS, math.ceil(total / (BLOCKS_PER_ACTOR * actors))))
         dataset = dataset.repartition(target_num_rows_per_block=per_block).materialize()
         blocks = dataset.map_batches(
             _ScoreBatches,
@@ -123,6 +130,7 @@ def score_on_ray(input_path: str | os.PathLike, output: str | os.PathLike, *,
                 # Ray reads JSON as a table, so a field one record lacks is null in the others' rows: as in the
                 # actors, a null is a field the record does not have.
                 out.write({key: value for key, value in row.items() if value is not None})
+            report(summary.records, total, summary.tokens)
         out.finish()
     summary.seconds = time.perf_counter() - start
     return summary
@@ -155,7 +163,7 @@ class _ScoreBatches:
             return pa.table({FAILURE: [self.failure]})
         rows = batch[ROW].to_pylist()
         # A table has a value (maybe null) in every column; a null is read as an absent field, so that a row of a
-        # mixed Alpaca/ShareGPT table has one shape. The record number only ever shows in --strict messages, which
+        # mixed Alpaca/ShareGPT table has one shape. The record number only ever shows in `strict` messages, which
         # the driver words in input order.
         records = [make_record(row + 1, {k: v for k, v in data.items() if v is not None}, self.template)
                    for row, data in zip(rows, batch.drop_columns([ROW]).to_pylist())]
@@ -220,7 +228,7 @@ def _check_strict(results: pa.Table, template: Template, before: int) -> None:
     if errors.null_count < len(errors):
         index = next(i for i, error in enumerate(errors.to_pylist()) if error is not None)
         raise InputError(f"record {before + index + 1}: {errors[index].as_py()} "
-                         "(--strict stops at the first bad record)")
+                         "({strict} stops at the first bad record)", options=["strict"])
 
 
 def _count(summary: RaySummary, results: pa.Table, infos: list[dict], template: Template) -> None:
@@ -256,5 +264,5 @@ def _read_error(error: Exception, input_path: str | os.PathLike) -> Exception:
         return error
     reason = str(cause).strip().splitlines()[0]
     return InputError(f"{os.fspath(input_path)}: Ray Data cannot read it as a table ({reason}); every record must be "
-                      "a JSON object whose fields keep one type. Without --ray, localscore reports such records "
-                      "one by one")
+                      "a JSON object whose fields keep one type. Without {ray}, localscore reports such records "
+                      "one by one", options=["ray"])

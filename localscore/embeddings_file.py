@@ -32,11 +32,11 @@ class EmbeddingsWriter:
         self.rows = 0
         self._partial = self.path.with_name(self.path.name + ".partial")
         if self.path.is_dir():
-            raise InputError(f"output {self.path} is a folder; give a file name")
+            raise OutputError(f"output {self.path} is a folder; give a file name")
         try:
             self._file = open(self._partial, "wb")
         except OSError as e:
-            raise InputError(f"cannot write {self._partial}: {e.strerror}") from None
+            raise OutputError(f"cannot write {self._partial}: {e.strerror}") from None
         self._file.write(_header(0, dim))
 
     def write(self, rows: np.ndarray) -> None:

@@ -124,8 +124,8 @@ class Sink:
         if e.errno == errno.EPIPE:
             return OutputClosed(f"the reader of {self.name} went away")
         if e.errno in DISK_FULL:
-            then = "; free some space, then rerun with --resume to continue" if self._resumable else ""
-            return OutputError(f"disk full writing {self.name}{then}")
+            then = "; free some space, then rerun with {resume} to continue" if self._resumable else ""
+            return OutputError(f"disk full writing {self.name}{then}", options=["resume"])
         return OutputError(f"cannot write {self.name}: {e.strerror}")
 
 
@@ -181,11 +181,12 @@ class Writer(ABC):
             return
         fields = result_fields(template)
         if not any(self._last.get(field) is not None for field in fields):
-            raise InputError(f"{self.name} was not written by the {template.name} scorer: remove it or drop --resume")
+            raise InputError(f"{self.name} was not written by the {template.name} scorer: remove it or drop {{resume}}",
+                             options=["resume"])
         if _without(self._last, fields) != _without(self._stored(result(record, template)), fields):
             raise InputError(
                 f"{self.name} {self.unit} {self.done} does not match input record {record.number}: it was made "
-                "from a different input; remove it or drop --resume"
+                "from a different input; remove it or drop {resume}", options=["resume"]
             )
 
     def _stored(self, obj: dict) -> dict:
@@ -196,7 +197,7 @@ class Writer(ABC):
         if self.done and not self._checked:
             raise InputError(
                 f"{self.name} has {self.done} results, more than the input has records: it was made "
-                "from a different input; remove it or drop --resume"
+                "from a different input; remove it or drop {resume}", options=["resume"]
             )
 
 
@@ -209,12 +210,12 @@ def open_writer(path: str | os.PathLike | None, *, resume: bool = False, schema:
     """
     if path is None:
         if resume:
-            raise OutputError("--resume needs an output file (-o)")
+            raise OutputError("{resume} needs an output file ({output})", options=["resume", "output"])
         return JsonlWriter(None, resume=False)
     target = output_target(path)
     if target.special and resume:
-        raise OutputError(f"--resume cannot continue {os.fspath(path)}: it is not a regular file, so it is written "
-                          "in place and keeps nothing to continue; drop --resume")
+        raise OutputError(f"{{resume}} cannot continue {os.fspath(path)}: it is not a regular file, so it is written "
+                          "in place and keeps nothing to continue; drop {resume}", options=["resume"])
     if Path(path).suffix.lower() == ".parquet":
         if target.special:
             raise OutputError(f"cannot write Parquet to {os.fspath(path)}: it is not a regular file, and Parquet is "

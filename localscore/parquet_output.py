@@ -157,7 +157,9 @@ class ParquetWriter(Writer):
             self._pq.write_table(table, buffer)
         except self._pa.ArrowException as e:  # e.g. an empty object: Parquet has no struct without fields
             raise OutputError(f"results {self._in_parts + 1:,} to {self._in_parts + len(self._rows):,} cannot be "
-                              f"stored in Parquet ({e}); write JSON Lines instead (an -o name without .parquet)"
+                              f"stored in Parquet ({e}); write JSON Lines instead (an {{output}} name without "
+                              ".parquet)",
+                              options=["output"]
                               ) from None
         part = self._folder / _PART.format(len(self._parts))
         temporary = part.with_name(part.name + _TEMPORARY)
@@ -198,8 +200,8 @@ class ParquetWriter(Writer):
             except (pa.ArrowInvalid, pa.ArrowTypeError, OutputError):
                 raise OutputError(
                     f"result {self._in_parts + index + 1:,} does not fit one Parquet schema with the results before it "
-                    "(a field changed type, or holds mixed types); write JSON Lines instead (an -o name without "
-                    ".parquet)"
+                    "(a field changed type, or holds mixed types); write JSON Lines instead (an {output} name without "
+                    ".parquet)", options=["output"]
                 ) from None
         raise AssertionError("rows that fail together fit one by one")
 

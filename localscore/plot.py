@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .errors import InputError
+from .errors import OutputError
 from .extras import require
 
 if TYPE_CHECKING:
@@ -48,4 +48,4 @@ def write_plot(comparison: Comparison, path: Path) -> None:
     try:
         figure.savefig(path, format="png")
     except OSError as e:
-        raise InputError(f"cannot write {path}: {e.strerror}") from None
+        raise OutputError(f"cannot write {path}: {e.strerror}") from None

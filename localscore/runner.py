@@ -8,12 +8,12 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO, Iterable, Iterator
 
 from .batch import Scored, score_records
 from .errors import InputError, LocalscoreError, OutputError
 from .output import Writer, open_writer, output_target, refuse_input_as_output
-from .progress import Progress
+from .progress import Progress, silent
 from .records import Record, read_records
 from .scorer import Scorer
 from .shards import Shard, ShardRecords, discard_sidecar
@@ -47,28 +47,34 @@ class Summary:
                 f"{tps:,.0f} tokens/s: {self.scored:,} scored, {self.errored:,} errored, "
                 f"{self.truncated:,} truncated{resumed}")
 
+    def lines(self) -> list[str]:
+        """The summary as shown at the end of a run."""
+        return [self.line()]
+
 
 class Interrupted(LocalscoreError):
-    """Ctrl-C during a run: what was written stays, and --resume continues it."""
+    """Ctrl-C during a run: what was written stays, and resuming continues it."""
 
-    def __init__(self, message: str, summary: Summary):
-        super().__init__(message)
+    def __init__(self, message: str, summary: Summary, *, options: Iterable[str] = ()):
+        super().__init__(message, options=options)
         self.summary = summary
 
 
 def score_file(source: str | os.PathLike | BinaryIO, output: str | os.PathLike | None, scorer: Scorer, *,
-               resume: bool = False, strict: bool = False, progress: bool = False, split: str = "train",
+               resume: bool = False, strict: bool = False, progress: Progress | None = None, split: str = "train",
                config: str | None = None, shard: str | None = None) -> Summary:
     """Score every record of `source` into `output` (None: stdout; a `.parquet` name: Parquet). Bad records get
     `<scorer>_error` in their output and the run goes on; with `strict` the first one raises InputError instead.
     `split` and `config` choose the part of a hub dataset or saved DatasetDict (see records.read_records).
-    `shard` "I/N" scores the I-th of N round-robin slices and writes `output`'s sidecar (see shards.py)."""
+    `shard` "I/N" scores the I-th of N round-robin slices and writes `output`'s sidecar (see shards.py).
+    `progress` is called with the records done, the input's records (JSON Lines files only) and the tokens."""
     template = scorer.template
     summary = Summary()
     start = time.perf_counter()
     slice_ = None if shard is None else Shard.parse(shard)
     if slice_ is not None and (output is None or output_target(output).special):
-        raise OutputError("--shard needs an output file (-o): each shard writes its own, merged afterwards")
+        raise OutputError("{shard} needs an output file ({output}): each shard writes its own, merged afterwards",
+                          options=["shard", "output"])
     if output is not None:
         refuse_input_as_output(source, output)
     records = read_records(source, template, split=split, config=config)  # a bad input fails before any output
@@ -78,19 +84,19 @@ def score_file(source: str | os.PathLike | BinaryIO, output: str | os.PathLike |
         if writer.done:
             _skip_resumed(records, writer, template, source, output)
             summary.resumed = writer.done
-        bar = Progress(_count_records(source) if progress else None, done=writer.done, enabled=progress)
+        report = progress or silent
+        total = _count_records(source) if progress else None
+        report(writer.done, total, 0)
         try:
             for scored in score_records(scorer, records, strict=strict):
                 writer.write(scored.output)
                 summary.add(scored)
-                bar.update(1, scored.tokens)
+                report(writer.done + summary.records, total, summary.tokens)
         except KeyboardInterrupt:
             summary.seconds = time.perf_counter() - start
-            where = f"; rerun with --resume to continue {output}" if output else ""
+            where = f"; rerun with {{resume}} to continue {output}" if output else ""
             raise Interrupted(f"interrupted after {summary.records + summary.resumed:,} records{where}",
-                              summary) from None
-        finally:
-            bar.close()
+                              summary, options=["resume"]) from None
         writer.finish()
     if slice_ is not None:
         records.write_sidecar(output, template.name)
@@ -117,7 +123,7 @@ def _skip_resumed(records: Iterator[Record], writer: Writer, template: Template,
         count += 1
     if last is None or count < writer.done:
         raise InputError(f"{output} has {writer.done:,} results but {_name(source)} has only {count:,} "
-                         "records: it is the output of another input; remove it or drop --resume")
+                         "records: it is the output of another input; remove it or drop {resume}", options=["resume"])
     writer.check_resumed(last, template)
 
 

@@ -1,4 +1,4 @@
-"""Shards for job arrays (SLURM, Kubernetes): `--shard I/N` scores every N-th record from the I-th (0-based), round
+"""Shards for job arrays (SLURM, Kubernetes): `shard="I/N"` scores every N-th record from the I-th (0-based), round
 robin, so long and short records spread evenly and nothing needs counting up front. Each shard's output gets a
 sidecar `OUT.shard.json`: its slice, the number of records in the whole input, a digest of the whole input and the
 scorer. `merge_shards` checks the sidecars (every shard once, one input, one scorer) and the row counts, and
@@ -131,7 +131,8 @@ def _read_sidecar(path: Path) -> _Sidecar:
     try:
         return _Sidecar(**json.loads(sidecar.read_text()))
     except FileNotFoundError:
-        raise InputError(f"{path} has no {sidecar.name}: it is not the finished output of a --shard run") from None
+        raise InputError(f"{path} has no {sidecar.name}: it is not the finished output of a run with {{shard}}",
+                         options=["shard"]) from None
     except (OSError, ValueError, TypeError) as e:
         raise InputError(f"cannot read {sidecar}: {e}") from None
 

@@ -105,7 +105,8 @@ def _saved_dataset(path: Path, split: str):
         raise InputError(f"cannot read the saved dataset {path}: {e}") from None
     if isinstance(dataset, datasets.DatasetDict):
         if split not in dataset:
-            raise InputError(f"{path} has no split {split!r}; its splits are {', '.join(dataset)} (--split)")
+            raise InputError(f"{path} has no split {split!r}; its splits are {', '.join(dataset)} ({{split}})",
+                             options=["split"])
         dataset = dataset[split]
     return dataset
 
@@ -130,7 +131,7 @@ def _hub_dataset(repo: str, split: str, config: str | None):
     try:
         return datasets.load_dataset(folder, name=config, split=split, streaming=True)
     except ValueError as e:  # a bad split or config; datasets lists the ones there are
-        raise InputError(f"hub dataset {repo_id}: {e} (--split, --config)") from None
+        raise InputError(f"hub dataset {repo_id}: {e} ({{split}}, {{config}})", options=["split", "config"]) from None
 
 
 def _dataset_records(dataset, template: Template) -> TableRecords:

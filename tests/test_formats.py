@@ -165,7 +165,7 @@ def test_table_inputs_that_cannot_be_read_are_one_line(tmp_path):
 
     table = pa.table({"instruction": ["a"], "output": ["b"]})
     datasets.DatasetDict({"test": datasets.Dataset(table)}).save_to_disk(str(tmp_path / "saved"))
-    with pytest.raises(InputError, match=r"^.*saved has no split 'train'; its splits are test \(--split\)$"):
+    with pytest.raises(InputError, match=r"^.*saved has no split 'train'; its splits are test \('split'\)$"):
         read_records(tmp_path / "saved", QUALITY)
     (tmp_path / "folder").mkdir()
     pq.write_table(table, tmp_path / "folder" / "a.parquet")

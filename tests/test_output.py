@@ -135,7 +135,7 @@ def test_resume_refuses_another_input(tmp_path):
     score(out, records[:4])
     other = list(read_records(io.BytesIO(b'{"instruction": "a", "output": "b"}\n' * 12), QUALITY))
     with pytest.raises(InputError, match=r"out\.jsonl\.partial line 4 does not match input record 4: it was made "
-                                         r"from a different input; remove it or drop --resume"):
+                                         r"from a different input; remove it or drop 'resume'"):
         score(out, other, resume=True)
     assert len(out.read_bytes().splitlines()) == 4  # the finished output is still there, untouched
 
@@ -167,7 +167,7 @@ def test_resume_a_line_that_was_not_json(tmp_path):
 
 
 def test_resume_needs_a_file():
-    with pytest.raises(OutputError, match=r"^--resume needs an output file \(-o\)$"):
+    with pytest.raises(OutputError, match=r"^'resume' needs an output file \('output'\)$"):
         open_writer(None, resume=True)
 
 

@@ -110,7 +110,7 @@ def test_parquet_input_and_strict(cluster, jsonl, records, model, single, tmp_pa
     with Scorer.from_path(model, threads=1) as scorer, pytest.raises(InputError) as expected:
         score_file(jsonl, tmp_path / "single.jsonl", scorer, strict=True)
     assert str(error.value) == str(expected.value) == (
-        "record 11: 'output' is empty (--strict stops at the first bad record)")
+        "record 11: 'output' is empty ('strict' stops at the first bad record)")
     # As in a single-process run, the output takes its name only when complete; what was scored stays partial.
     assert not (tmp_path / "out.parquet").exists()
 
@@ -134,7 +134,7 @@ def test_input_that_is_not_a_table_is_one_line(cluster, model, tmp_path):
 def test_options_that_do_not_work_with_ray(tmp_path, jsonl):
     cases = [
         (["--resume", "-o", "x.parquet"], "Error: --resume does not work with --ray"),
-        ([], "Error: --ray reads INPUT as a file and needs an output file (-o): give both"),
+        ([], "Error: --ray reads INPUT as a file and needs an output file (--output): give both"),
     ]
     for args, message in cases:
         result = CliRunner().invoke(cli, ["score", str(jsonl), "-m", "m.gguf", "--ray", *args])

@@ -146,9 +146,9 @@ def test_lazy_selection_embeds_only_what_the_walk_reaches(tmp_path, embedder_ggu
     np.save(eager_file, pool_embeddings)
     for budget, threshold in [(10, 0.97), (25, 0.99)]:
         eager = select_file(source, tmp_path / "eager.jsonl", budget=budget, threshold=threshold,
-                            embeddings_path=eager_file)
+                            embeddings=eager_file)
         lazy = select_file(source, tmp_path / "lazy.jsonl", budget=budget, threshold=threshold,
-                           model_path=embedder_gguf, threads=1, cache_path=tmp_path / f"cache-{budget}.sqlite")
+                           model=embedder_gguf, threads=1, cache_path=tmp_path / f"cache-{budget}.sqlite")
         lazy_out, eager_out = (read_jsonl(tmp_path / f"{name}.jsonl") for name in ("lazy", "eager"))
         assert [r["id"] for r in lazy_out] == [r["id"] for r in eager_out]
         for a, b in zip(lazy_out, eager_out):  # the similarity only to float32 rounding (other block shapes)
@@ -157,7 +157,7 @@ def test_lazy_selection_embeds_only_what_the_walk_reaches(tmp_path, embedder_ggu
         # Only the records the walk examined were embedded: fewer than the pool (Deita embeds all 100).
         assert lazy.computed == lazy.examined == eager.examined < len(pool)
         print(f"budget {budget}, threshold {threshold}: {lazy.computed} of {len(pool)} records embedded")
-    again = select_file(source, tmp_path / "again.jsonl", budget=25, threshold=0.97, model_path=embedder_gguf,
+    again = select_file(source, tmp_path / "again.jsonl", budget=25, threshold=0.97, model=embedder_gguf,
                         threads=1, cache_path=tmp_path / "cache-25.sqlite")
     assert again.reused > 0 and again.computed == again.examined - again.reused
 
@@ -183,9 +183,9 @@ def test_select_command(tmp_path, monkeypatch, pool, pool_embeddings):
 
 
 @pytest.mark.parametrize("args, message", [
-    ([], "Error: give the embedder (-m EMBEDDER.gguf) or precomputed embeddings (--embeddings FILE), one of the two"),
+    ([], "Error: give the embedder (--model) or precomputed embeddings (--embeddings), one of the two"),
     (["--embeddings", "{emb}", "-m", "{emb}"],
-     "Error: give the embedder (-m EMBEDDER.gguf) or precomputed embeddings (--embeddings FILE), one of the two"),
+     "Error: give the embedder (--model) or precomputed embeddings (--embeddings), one of the two"),
 ])
 def test_select_needs_one_source_of_embeddings(tmp_path, pool, args, message):
     source = write_jsonl(tmp_path / "scored.jsonl", pool[:3])
