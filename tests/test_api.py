@@ -137,6 +137,14 @@ def test_embed_and_select_write_the_command_output(tmp_path, monkeypatch, embedd
     summary = localscore.embed(src, tmp_path / "api.npy", model=embedder_gguf, threads=1)
     assert (tmp_path / "api.npy").read_bytes() == (tmp_path / "cli.npy").read_bytes()
     assert summary.records == 12
+    # Every input form score reads: the same records as Parquet give the same rows.
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.Table.from_pylist([json.loads(line) for line in src.read_text().splitlines()]),
+                   tmp_path / "scored.parquet")
+    run("embed", tmp_path / "scored.parquet", "-m", embedder_gguf, "-t", "1", "-o", tmp_path / "parquet.npy", "-q")
+    assert (tmp_path / "parquet.npy").read_bytes() == (tmp_path / "cli.npy").read_bytes()
     (tmp_path / "folder.npy").mkdir()
     with pytest.raises(OutputError, match=r"folder\.npy is a folder; give a file name$"):  # a write, not the input
         localscore.embed(src, tmp_path / "folder.npy", model=embedder_gguf, threads=1)
