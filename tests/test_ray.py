@@ -110,7 +110,7 @@ def test_parquet_input_and_strict(cluster, jsonl, records, model, single, tmp_pa
     with Scorer.from_path(model, threads=1) as scorer, pytest.raises(InputError) as expected:
         score_file(jsonl, tmp_path / "single.jsonl", scorer, strict=True)
     assert str(error.value) == str(expected.value) == (
-        "record 11: 'output' is empty (--strict stops at the first bad record)")
+        "record 11: 'output' is empty ('strict' stops at the first bad record)")
     # As in a single-process run, the output takes its name only when complete; what was scored stays partial.
     assert not (tmp_path / "out.parquet").exists()
 
