@@ -31,7 +31,7 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except Interrupted as e:
             click.echo(f"localscore: {e.summary.line()}", err=True)
-            click.echo(f"Error: {e}", err=True)
+            click.echo(f"Error: {e.render(lambda name: _flag(ctx, name))}", err=True)
             ctx.exit(130)
         except OutputClosed:
             # The reader went away (`| head`): stop quietly, as a Unix tool killed by SIGPIPE does; stdout now points

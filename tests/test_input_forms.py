@@ -84,7 +84,7 @@ def test_embed_reads_every_input_form(forms, embedder_gguf, tmp_path, monkeypatc
 def test_select_reads_every_input_form(forms, embedder_gguf, tmp_path):
     embeddings = tmp_path / "emb.npy"
     np.save(embeddings, np.random.default_rng(0).normal(size=(24, 16)).astype(np.float32))
-    selected = {name: run(forms, name, ["select", "-k", "8", "--threshold", "0.2", "--embeddings", str(embeddings),
+    selected = {name: run(forms, name, ["select", "-k", "8", "--threshold", "0.6", "--embeddings", str(embeddings),
                                         "-q"], tmp_path)
                 for name in FORMS}
     assert len(selected["jsonl"].splitlines()) == 8
