@@ -55,7 +55,7 @@ def test_no_file_write_bypasses_the_durable_helper():
     assert found == []
     # The pattern does catch what it is for.
     for line in ['open(p, "wb")', "open(p, 'a')", 'open(p, "r+b")', "p.write_text(s)", "np.save(p, a)",
-                 "os.replace(a, b)", "pq.write_table(t, p)", "partial_output.replace(output)",
+                 "os.replace(a, b)", "pq.write_table(t, p)", "pq.ParquetWriter(p, schema)", "partial_output.replace(output)",
                  "os.open(p, os.O_WRONLY | os.O_CREAT)"]:
         assert _WRITES.search(line), line
     for line in ['open(p, "rb")', "open(p)", "text.replace('a', 'b')"]:

@@ -246,7 +246,8 @@ def test_select_counts_records_skipped_for_their_embedding(tmp_path, embedder_gg
     spoiled = np.array(pool_embeddings[:30], dtype=np.float32)
     spoiled[best] = np.nan  # what `embed` writes for a record it cannot embed
     np.save(tmp_path / "emb.npy", spoiled)
-    summary = select_file(source, tmp_path / "out.jsonl", budget=30, threshold=1.0, embeddings_path=tmp_path / "emb.npy")
+    summary = select_file(source, tmp_path / "out.jsonl", budget=30, threshold=1.0,
+                          embeddings_path=tmp_path / "emb.npy")
     assert summary.unusable == {"NaN embedding": 1} and summary.selected == 29
     assert pool[best]["id"] not in [r["id"] for r in read_jsonl(tmp_path / "out.jsonl")]
     assert re.fullmatch(r"29 selected from 30 records \(1 with NaN embeddings skipped\) in [\d.]+ s: 29 examined, "
