@@ -39,22 +39,27 @@ def score(input: PathLike, output: PathLike | None = None, *, model: PathLike | 
     the official scorer, converted once into the cache. `shard` "I/N" scores one slice for `merge`; `resume`
     continues an interrupted run into the same `output`; `strict` stops at the first bad record instead of marking
     it. `ray` scores on a Ray cluster with `actors` actors of `threads` threads each (default 1 and 1)."""
-    if ray:
-        return _score_on_ray(input, output, model=model, scorer=scorer, config=config, threads=threads,
-                             n_gpu_layers=n_gpu_layers, ctx=ctx, too_long=too_long, pack=pack, shard=shard,
-                             resume=resume, strict=strict, actors=actors, verbose=verbose, progress=progress)
-    if actors is not None:
+    if actors is not None and not ray:
         raise UsageError("{actors} needs {ray}", options=["actors", "ray"])
+    if ray and n_gpu_layers is not None:
+        raise UsageError("{n_gpu_layers} does not work with {ray}", options=["n_gpu_layers", "ray"])
     if resume and output is None:
         raise UsageError("{resume} needs an output file ({output})", options=["resume", "output"])
-    from .models import default_model
-    from .runner import score_file
-    from .scorer import Scorer
     from .shards import Shard
 
     source = _source(input)  # checked before the model loads (or is converted on first use): a typo costs nothing
     if shard is not None:
         Shard.parse(shard)
+    if ray:
+        from .distributed import score_on_ray
+
+        return score_on_ray(source, output, model_path=model, scorer=scorer, actors=actors or 1, threads=threads or 1,
+                            ctx=ctx, too_long=too_long, pack=pack, strict=strict, verbose=verbose, resume=resume,
+                            split=split, config=config, shard=shard, progress=progress)
+    from .models import default_model
+    from .runner import score_file
+    from .scorer import Scorer
+
     path = model or default_model(scorer, log=log)
     with Scorer.from_path(path, scorer, ctx=ctx, threads=threads, n_gpu_layers=n_gpu_layers, too_long=too_long,
                           pack=pack, verbose=verbose) as loaded:
@@ -127,20 +132,6 @@ def merge(inputs: Sequence[PathLike], output: PathLike) -> MergeSummary:
     for path in inputs:
         _existing(path)
     return MergeSummary(len(inputs), merge_shards(list(inputs), output), os.fspath(output))
-
-
-def _score_on_ray(input: PathLike, output: PathLike | None, *, resume: bool, n_gpu_layers: int | None,
-                  shard: str | None, config: str | None, actors: int | None, threads: int | None,
-                  model: PathLike | None, **options: object) -> Summary:
-    from .distributed import score_on_ray
-
-    for name, value in (("resume", resume), ("n_gpu_layers", n_gpu_layers), ("shard", shard), ("config", config)):
-        if value not in (None, False):
-            raise UsageError(f"{{{name}}} does not work with {{ray}}", options=[name, "ray"])
-    if output is None or input == "-":
-        raise UsageError("{ray} reads {input} as a file and needs an output file ({output}): give both",
-                         options=["ray", "input", "output"])
-    return score_on_ray(input, output, model_path=model, actors=actors or 1, threads=threads or 1, **options)
 
 
 def _source(input: PathLike) -> PathLike | BinaryIO:

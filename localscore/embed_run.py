@@ -15,8 +15,8 @@ from .embedding_cache import CachedEmbedder, EmbeddingCache
 from .embeddings_file import EmbeddingsWriter
 from .progress import Progress, silent
 from .output import refuse_input_as_output
-from .records import Record, read_records
-from .templates import QUALITY
+from .reader import read_records
+from .records import Record
 
 
 @dataclass
@@ -40,21 +40,22 @@ def turns_of(record: Record) -> list[tuple[str, str]]:
 
 
 def embed_file(source: str | os.PathLike | BinaryIO, output: str | os.PathLike, embedder: Embedder, *,
-               split: str = "train", config: str | None = None, cache_path: str | os.PathLike | None = None,
-               progress: Progress | None = None) -> EmbedSummary:
-    """Write the embedding of every record of `source` to `output` (float32 `.npy`, row i = record i).
+               cache_path: str | os.PathLike | None = None, progress: Progress | None = None, split: str = "train",
+               config: str | None = None) -> EmbedSummary:
+    """Write the embedding of every record of `source` (any input reader.read_records reads; `split` and `config`
+    choose the part of a hub dataset or saved DatasetDict) to `output` (float32 `.npy`, row i = record i).
 
     A record that cannot be embedded (not a conversation, a final question without answer, ...) gets a row of
-    NaN and is counted as errored; it never moves the rows after it. `split` and `config` choose the part of a hub
-    dataset or saved DatasetDict; `progress` is called with the records done, None and the tokens.
+    NaN and is counted as errored; it never moves the rows after it. `progress` is called with the records done,
+    the input's records (where cheap to know) and the tokens.
     """
     refuse_input_as_output(source, output)
     summary = EmbedSummary()
     start = time.perf_counter()
-    records = read_records(source, QUALITY, split=split, config=config)
+    records = read_records(source, split=split, config=config)
     nan_row = np.full(embedder.n_embd, np.nan, dtype=np.float32)
     report = progress or silent
-    report(0, None, 0)
+    report(0, records.count, 0)
     with EmbeddingCache(embedder.fingerprint, cache_path) as cache, EmbeddingsWriter(output, embedder.n_embd) as out:
         cached = CachedEmbedder(embedder, cache)
         try:
@@ -65,7 +66,7 @@ def embed_file(source: str | os.PathLike | BinaryIO, output: str | os.PathLike, 
                     out.write(nan_row)
                 else:
                     out.write(cached.vector(turns_of(record)))
-                report(summary.records, None, cached.tokens)
+                report(summary.records, records.count, cached.tokens)
         except KeyboardInterrupt:
             from .runner import Interrupted
 

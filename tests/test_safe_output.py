@@ -149,7 +149,9 @@ def test_a_full_disk_is_one_line_and_resumes_to_the_same_file(tmp_path, monkeypa
         _disk_fills_after(patch, reference.stat().st_size // (1 if suffix == ".parquet" else 2))
         with pytest.raises(OutputError) as error:
             score(out, records)
-    written = re.escape(str(partial(out))) + (r"/part-\d{6}\.parquet\.tmp" if suffix == ".parquet" else "")
+    # A Parquet part is written under a temporary name next to it (durable.write_file).
+    part = r"/\.part-\d{6}\.parquet\.\d+\.[0-9a-f]{8}\.tmp"
+    written = re.escape(str(partial(out))) + (part if suffix == ".parquet" else "")
     assert re.fullmatch(f"disk full writing {written}; free some space, then rerun with 'resume' to continue",
                         str(error.value))
     assert not out.exists() and partial(out).exists()
