@@ -1,6 +1,7 @@
 """Where results go: one writer interface with a writer per format (JSON Lines here, Parquet in parquet_output),
 and the rules that keep every output safe: a file only takes its name when complete, a device or FIFO is written
-in place and never replaced, the input is never the output, and a full disk leaves a resumable `.partial`."""
+in place and never replaced, the input is never the output, a full disk leaves a resumable `.partial`, and one run
+at a time writes an output (durable.OutputLock). The bytes themselves go through durable.py."""
 
 from __future__ import annotations
 

@@ -3,9 +3,9 @@ or a JSON array, and the object written back for each one. `reader.read_records`
 
 from __future__ import annotations
 
+import functools
 import json
 import math
-import functools
 import os
 import re
 from collections.abc import Callable, Iterator, Sequence
@@ -135,7 +135,7 @@ def read_json(source: str | os.PathLike | BinaryIO) -> Records:
         if start.startswith(b"["):
             value = _load_document(name, blank + line + stream.read())
             _close(stream, owned)
-            return Records(name, _array_records(value), count=len(value) if isinstance(value, list) else None)
+            return Records(name, _array_records(value), count=len(value))
         if start == b"{":
             # A lone "{" opens a pretty-printed JSON object, never a record on one line: reading it as JSON Lines
             # would report every line of it as a broken record.
