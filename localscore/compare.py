@@ -229,7 +229,7 @@ def _file_scores(path: str | os.PathLike, label: str, positions: np.ndarray, rec
 
 def _recorded_scores(record: Record, label: str, name: str, template: Template) -> list[float] | str:
     data = record.data
-    one, many, error = template.score_field, f"{template.name}_scores", f"{template.name}_error"
+    one, many, error = template.score_field, template.scores_field, template.error_field
     if error in data:
         return f"{label}: {data[error]}"
     if one in data:
@@ -238,7 +238,7 @@ def _recorded_scores(record: Record, label: str, name: str, template: Template) 
         values = data[many]
     else:
         other = [f"'{field}'" for t in TEMPLATES.values() if t is not template
-                 for field in (t.score_field, f"{t.name}_scores") if field in data]
+                 for field in (t.score_field, t.scores_field) if field in data]
         hint = f"; it has {' and '.join(other)}: was it scored by another scorer?" if other else ""
         raise InputError(f"{name} record {record.number} has no '{one}' or '{many}'{hint}")
     if not isinstance(values, list) or not all(_is_score(v) for v in values):

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from .batch import Scored, score_records
 from .errors import InputError, LocalscoreError, ModelError
 from .extras import require
+from .progress import Progress
 from .records import Record, Records
 from .runner import Summary, run_scoring
 from .templates import TEMPLATES

@@ -22,7 +22,6 @@ from .errors import OutputError
 from .extras import require
 from .durable import OutputLock, Sink, copy_file, write_error, write_file
 from .output import Target, Writer
-from .records import result_fields
 from .templates import Template
 
 # A part is written after this many results or seconds, whichever comes first: what a kill can lose at most.
@@ -43,7 +42,7 @@ def output_schema(schema, template: Template):
     """The output's schema for a table input with `schema`: its columns (result columns it already has are
     replaced), then the result columns for the shapes its columns can hold."""
     pa, _ = arrow()
-    score, scores, truncated, error = result_fields(template)
+    score, scores, truncated, error = template.result_fields
     names = set(schema.names)
     fields = [field for field in schema if field.name not in (score, scores, truncated, error)]
     if names & {"instruction", "output"}:

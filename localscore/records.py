@@ -151,12 +151,6 @@ def read_json(source: str | os.PathLike | BinaryIO) -> Records:
     return Records(name, _jsonl_records(stream, owned, number, line), count=count)
 
 
-def result_fields(template: Template) -> tuple[str, ...]:
-    """The fields `result` adds for this template, which it replaces when the input already has them."""
-    name = template.name
-    return (template.score_field, f"{name}_scores", f"{name}_truncated", f"{name}_error")
-
-
 def result(
     record: Record,
     template: Template,
@@ -173,7 +167,7 @@ def result(
     {"line": number, "raw": text, "{name}_error": reason}. With neither scores nor error, the object carries no
     score field: that is the form Writer.check_resumed compares.
     """
-    score_field, scores_field, truncated_field, error_field = result_fields(template)
+    score_field, scores_field, truncated_field, error_field = template.result_fields
     reason = error if error is not None else record.error
     if record.data is None:
         return {"line": record.number, "raw": record.raw, error_field: reason}

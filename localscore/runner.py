@@ -12,7 +12,8 @@ from typing import BinaryIO, Callable, Iterable, Iterator
 
 from .batch import Scored, score_records
 from .errors import InputError, LocalscoreError, OutputError
-from .output import Writer, open_writer, output_target, refuse_input_as_output
+from .output import Writer, output_target, refuse_input_as_output
+from .writers import open_writer
 from .progress import Progress, silent
 from .reader import read_records
 from .records import Records

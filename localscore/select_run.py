@@ -14,11 +14,13 @@ import numpy as np
 from .embed_run import turns_of
 from .embeddings_file import read_embeddings
 from .errors import InputError
-from .output import open_writer, refuse_input_as_output
+from .output import refuse_input_as_output
+from .writers import open_writer
 from .progress import Progress, silent
 from .reader import read_records
 from .records import Record
 from .selection import EVOL_FIELD, SIMILARITY_FIELD, diversity_filter, evol_score, rank
+from .templates import COMPLEXITY, QUALITY
 
 
 
@@ -90,7 +92,7 @@ def _evol_score(record: Record) -> float:
     """The record's evol score; NaN for a record the scorers reported an error for."""
     if record.data is None:
         raise InputError(f"record {record.number}: {record.error}")
-    if any(f"{name}_error" in record.data for name in ("quality", "complexity")):
+    if any(template.error_field in record.data for template in (QUALITY, COMPLEXITY)):
         return np.nan
     return evol_score(record.data, record.number)
 

@@ -15,6 +15,7 @@ from typing import Callable, Iterable, Sequence, Union
 import numpy as np
 
 from .errors import InputError
+from .templates import COMPLEXITY, QUALITY
 
 EVOL_FIELD = "evol_score"
 SIMILARITY_FIELD = "nearest_similarity"
@@ -45,10 +46,10 @@ def evol_score(record: dict, number: int | None = None) -> float:
     """Σ complexity_i × quality_i over the record's turns (one product for an Alpaca record)."""
     where = f"record {number}" if number is not None else "a record"
     factors = []
-    for name in ("complexity", "quality"):
-        value = record.get(f"{name}_scores", record.get(f"{name}_score"))
+    for template in (COMPLEXITY, QUALITY):
+        value = record.get(template.scores_field, record.get(template.score_field))
         if value is None:
-            raise MissingScores(f"{where} has no {name}_score(s); score the data with both scorers first")
+            raise MissingScores(f"{where} has no {template.score_field}(s); score the data with both scorers first")
         factors.append(np.atleast_1d(np.asarray(value, dtype=np.float64)))
     complexity, quality = factors
     if complexity.shape != quality.shape:

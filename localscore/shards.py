@@ -16,7 +16,8 @@ from pathlib import Path
 
 from .errors import InputError, OutputError
 from .durable import write_file
-from .output import open_writer, output_target
+from .output import output_target
+from .writers import open_writer
 from .records import Record, Records
 
 _SPEC = re.compile(r"(\d+)/(\d+)")

@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from localscore.errors import InputError, OutputError
-from localscore.output import open_writer
+from localscore.writers import open_writer
 from localscore.reader import read_records
 from localscore.runner import score_file
 from tests.test_output import result_of, sample_records, score

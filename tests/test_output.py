@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from localscore.errors import InputError, OutputError
-from localscore.output import open_writer
+from localscore.writers import open_writer
 from localscore.reader import read_records
 from localscore.records import Record, result
 from localscore.templates import COMPLEXITY, QUALITY

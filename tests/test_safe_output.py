@@ -18,7 +18,7 @@ from click.testing import CliRunner
 
 from localscore.cli import cli
 from localscore.errors import OutputError
-from localscore.output import open_writer
+from localscore.writers import open_writer
 from tests.test_output import partial, result_of, sample_records, score
 
 ROOT = Path(__file__).parent.parent

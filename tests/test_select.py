@@ -247,7 +247,7 @@ def test_select_counts_records_skipped_for_their_embedding(tmp_path, embedder_gg
     spoiled[best] = np.nan  # what `embed` writes for a record it cannot embed
     np.save(tmp_path / "emb.npy", spoiled)
     summary = select_file(source, tmp_path / "out.jsonl", budget=30, threshold=1.0,
-                          embeddings_path=tmp_path / "emb.npy")
+                          embeddings=tmp_path / "emb.npy")
     assert summary.unusable == {"NaN embedding": 1} and summary.selected == 29
     assert pool[best]["id"] not in [r["id"] for r in read_jsonl(tmp_path / "out.jsonl")]
     assert re.fullmatch(r"29 selected from 30 records \(1 with NaN embeddings skipped\) in [\d.]+ s: 29 examined, "
@@ -257,7 +257,7 @@ def test_select_counts_records_skipped_for_their_embedding(tmp_path, embedder_gg
     broken = {"conversations": [{"from": "human", "value": "Hi"}], "quality_scores": [6.0],
               "complexity_scores": [6.0], "id": "unanswered"}
     source = write_jsonl(tmp_path / "lazy.jsonl", [broken, *records[:5]])
-    lazy = select_file(source, tmp_path / "lazy-out.jsonl", budget=6, threshold=1.0, model_path=embedder_gguf,
+    lazy = select_file(source, tmp_path / "lazy-out.jsonl", budget=6, threshold=1.0, model=embedder_gguf,
                        threads=1, cache_path=tmp_path / "cache.sqlite")
     assert lazy.unusable == {"NaN embedding": 1} and lazy.selected == 5
     assert "unanswered" not in [r["id"] for r in read_jsonl(tmp_path / "lazy-out.jsonl")]
