@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 _PLACEHOLDER = re.compile(r"\{(instruction|output)\}")
 
@@ -13,10 +13,20 @@ class Template:
     name: str
     text: str
     uses_response: bool
+    # The result fields this scorer adds to a record: its score (Alpaca), one score per turn (conversations), whether
+    # a prompt was cut to fit, and why a record could not be scored. Every module names them through these.
+    score_field: str = field(init=False)
+    scores_field: str = field(init=False)
+    truncated_field: str = field(init=False)
+    error_field: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        for kind in ("score", "scores", "truncated", "error"):
+            object.__setattr__(self, f"{kind}_field", f"{self.name}_{kind}")
 
     @property
-    def score_field(self) -> str:
-        return f"{self.name}_score"
+    def result_fields(self) -> tuple[str, str, str, str]:
+        return (self.score_field, self.scores_field, self.truncated_field, self.error_field)
 
     @property
     def head(self) -> str:
