@@ -312,7 +312,8 @@ def test_select_api_refuses_a_threshold_outside_0_to_1(tmp_path):
     np.save(tmp_path / "emb.npy", np.ones((1, 4), dtype=np.float32))
     for threshold in (-0.1, 1.5, float("nan")):
         with pytest.raises(InputError, match=rf"^threshold must be between 0 and 1, got {threshold}$"):
-            select_file(tmp_path / "in.jsonl", None, budget=1, threshold=threshold, embeddings_path=tmp_path / "emb.npy")
+            select_file(tmp_path / "in.jsonl", None, budget=1, threshold=threshold,
+                        embeddings=tmp_path / "emb.npy")
 
 
 def test_ctrl_c_in_select_keeps_the_embeddings_computed(tmp_path, embedder_gguf, conversations):
