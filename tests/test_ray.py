@@ -111,12 +111,19 @@ def test_ray_reads_parquet_input_like_the_single_process_run(cluster, records, m
     src = tmp_path / "in.parquet"
     # Every record's keys (from_pylist takes the first row's); several row groups, so both actors get blocks.
     pq.write_table(pa.Table.from_struct_array(pa.array(records)), src, row_group_size=7)
-    out = tmp_path / "out.jsonl"
+    out, alone = tmp_path / "out.jsonl", tmp_path / "single.jsonl"
     result = CliRunner().invoke(cli, ["score", str(src), "-m", str(model), "--ray", "--actors", "2", "--threads",
                                       "1", "-q", "-o", str(out)], catch_exceptions=False)
     assert result.exit_code == 0, result.output
-    # A table row has every column (null where a record has no such field): as JSON, the fields it had.
-    assert [present(json.loads(line)) for line in out.read_text(encoding="utf-8").splitlines()] == single
+    with Scorer.from_path(model, threads=1) as scorer:
+        score_file(src, alone, scorer)
+    assert out.read_bytes() == alone.read_bytes()
+    # The same scores as from the JSON Lines input (a null column reads as a null field, so the one bad record's
+    # reason names null where JSON Lines has no field).
+    got = [present(json.loads(line)) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert [r.get("quality_score", r.get("quality_scores")) for r in got] == [
+        r.get("quality_score", r.get("quality_scores")) for r in single]
+    assert [r["id"] for r in got if "quality_error" in r] == [r["id"] for r in single if "quality_error" in r]
 
 
 def test_parquet_input_and_strict(cluster, jsonl, records, model, single, tmp_path):
