@@ -18,7 +18,7 @@ from .progress import Progress
 from .tables import HUB_PREFIX
 
 if TYPE_CHECKING:
-    from .compare import Comparison
+    from .comparison import Comparison
     from .embed_run import EmbedSummary
     from .runner import Summary
     from .select_run import SelectSummary
