@@ -265,7 +265,7 @@ def targets(results: Results) -> list[str]:
     ]
 
 
-def machine(threads: int, torch_threads: int) -> str:
+def machine(threads: int, torch_threads: int | None = None) -> str:
     cpu = "unknown CPU"
     flags = ""
     try:
@@ -279,9 +279,9 @@ def machine(threads: int, torch_threads: int) -> str:
     amx = ", AMX" if "amx_int8" in flags else ""
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     versions = ", ".join(f"{name} {metadata.version(name)}" for name in ("llama_cpp_python", "torch", "transformers"))
-    return (f"{cpu}{amx}, {os.cpu_count()} logical CPUs, {mem:.0f} GiB RAM, no GPU; llama.cpp {threads} threads, "
-            f"torch {torch_threads}; "
-            f"Python {platform.python_version()}, {versions}")
+    torch = f", torch {torch_threads}" if torch_threads is not None else ""
+    return (f"{cpu}{amx}, {os.cpu_count()} logical CPUs, {mem:.0f} GiB RAM, no GPU; llama.cpp {threads} threads"
+            f"{torch}; Python {platform.python_version()}, {versions}")
 
 
 def main() -> None:

@@ -12,6 +12,7 @@ from convert import QUANT_TYPES
 
 from . import __version__
 from .errors import LocalscoreError, OutputClosed
+from .kernels import KERNELS
 from .prompts import TOO_LONG_POLICIES
 from .tables import HUB_PREFIX
 from .templates import TEMPLATES
@@ -44,6 +45,12 @@ class _Group(click.Group):
 
 def _log(message: str) -> None:
     click.echo(f"localscore: {message}", err=True)
+
+
+_kernels_option = click.option(
+    "kernels", "--kernels", type=click.Choice(KERNELS), default="auto", show_default=True,
+    help="llama.cpp's matrix kernels: repacked (a rearranged copy of some weights, more memory) or direct (the "
+         "weights as the file stores them); auto picks what measured faster for this CPU and weight type.")
 
 
 @click.group(cls=_Group)
@@ -84,6 +91,7 @@ def convert(source: str, output: Path, quant: str) -> None:
               help="CPU threads (default: physical cores; with --ray: per actor, default 1).")
 @click.option("n_gpu_layers", "--n-gpu-layers", type=int,
               help="Layers to offload to Metal/CUDA (default: all when built with GPU support).")
+@_kernels_option
 @click.option("ctx", "-c", "--ctx", type=click.IntRange(min=16), help="Context in tokens (default: the model's, 2048).")
 @click.option("too_long", "--too-long", type=click.Choice(TOO_LONG_POLICIES), default="truncate", show_default=True,
               help="Prompts over the context: cut the response's middle, or report an error.")
@@ -98,8 +106,9 @@ def convert(source: str, output: Path, quant: str) -> None:
               help="Score on a Ray cluster ($RAY_ADDRESS, else a local one).")
 @click.option("actors", "--actors", type=click.IntRange(min=1), help="With --ray: scoring actors, one model each.")
 def score(input_path: str, output: Path | None, split: str, config: str | None, model_path: Path | None, scorer: str,
-          threads: int | None, n_gpu_layers: int | None, ctx: int | None, too_long: str, pack: int, shard: str | None,
-          resume: bool, strict: bool, quiet: bool, verbose: bool, ray: bool, actors: int | None) -> None:
+          threads: int | None, n_gpu_layers: int | None, kernels: str, ctx: int | None, too_long: str, pack: int,
+          shard: str | None, resume: bool, strict: bool, quiet: bool, verbose: bool, ray: bool,
+          actors: int | None) -> None:
     """Score instruction data: JSONL or a JSON array (- for stdin), a Parquet file or folder of Parquet files, a
     datasets save_to_disk folder, or a hub dataset hf://datasets/ORG/NAME; Alpaca, ShareGPT or chat messages.
 
@@ -111,7 +120,8 @@ def score(input_path: str, output: Path | None, split: str, config: str | None, 
         return _score_on_ray(input_path, output, model_path=model_path, scorer=scorer, actors=actors or 1,
                              threads=threads or 1, ctx=ctx, too_long=too_long, pack=pack, strict=strict, quiet=quiet,
                              verbose=verbose, not_with_ray={"--resume": resume, "--n-gpu-layers": n_gpu_layers,
-                                                            "--shard": shard, "--config": config})
+                                                            "--shard": shard, "--config": config,
+                                                            "--kernels": kernels != "auto"})
     if actors is not None:
         raise click.UsageError("--actors needs --ray")
     from .models import default_model
@@ -129,11 +139,11 @@ def score(input_path: str, output: Path | None, split: str, config: str | None, 
     model = model_path or default_model(scorer, log=None if quiet else _log)
     source = sys.stdin.buffer if input_path == "-" else input_path
     with Scorer.from_path(model, scorer, ctx=ctx, threads=threads, n_gpu_layers=n_gpu_layers, too_long=too_long,
-                          pack=pack, verbose=verbose) as model_scorer:
+                          pack=pack, kernels=kernels, verbose=verbose) as model_scorer:
         if not quiet:
             info = model_scorer.engine.info
             _log(f"{info.path.name}: {scorer} scorer, {info.file_type}, context {info.n_ctx}, "
-                 f"{info.n_threads} threads")
+                 f"{info.n_threads} threads, {info.kernels}")
         summary = score_file(source, output, model_scorer, resume=resume, strict=strict,
                              progress=not quiet and sys.stderr.isatty(), split=split, config=config,
                              shard=shard)
@@ -158,12 +168,13 @@ def merge(shard_outputs: tuple[str, ...], output: Path) -> None:
 
 
 def _model_run_options(command):
-    """-t, --n-gpu-layers, -q, -v: how a command that runs a model runs it."""
+    """-t, --n-gpu-layers, --kernels, -q, -v: how a command that runs a model runs it."""
     for option in reversed([
         click.option("threads", "-t", "--threads", type=click.IntRange(min=1),
                      help="CPU threads (default: physical cores)."),
         click.option("n_gpu_layers", "--n-gpu-layers", type=int,
                      help="Layers to offload to Metal/CUDA (default: all when built with GPU support)."),
+        _kernels_option,
         click.option("quiet", "-q", "--quiet", is_flag=True, help="No progress and no summary."),
         click.option("verbose", "-v", "--verbose", is_flag=True, help="Show llama.cpp's log."),
     ]):
@@ -179,7 +190,7 @@ def _model_run_options(command):
               help=".npy file to write: float32, one row per input record.")
 @_model_run_options
 def embed(input_path: str, model_path: Path, output: Path, threads: int | None, n_gpu_layers: int | None,
-          quiet: bool, verbose: bool) -> None:
+          kernels: str, quiet: bool, verbose: bool) -> None:
     """Embed every record's conversation as Deita's embedder does (last token, final hidden state).
 
     Computed embeddings are also cached, so rerunning an interrupted run only computes the rest.
@@ -190,7 +201,8 @@ def embed(input_path: str, model_path: Path, output: Path, threads: int | None, 
     from .embedding import Embedder
 
     source = sys.stdin.buffer if input_path == "-" else input_path
-    with Embedder.from_path(model_path, threads=threads, n_gpu_layers=n_gpu_layers, verbose=verbose) as embedder:
+    with Embedder.from_path(model_path, threads=threads, n_gpu_layers=n_gpu_layers, kernels=kernels,
+                            verbose=verbose) as embedder:
         summary = embed_file(source, output, embedder, progress=not quiet and sys.stderr.isatty())
     if not quiet:
         _log(summary.line())
@@ -210,7 +222,8 @@ def embed(input_path: str, model_path: Path, output: Path, threads: int | None, 
               help="JSONL file to write (default: stdout).")
 @_model_run_options
 def select(input_path: str, budget: int, threshold: float, model_path: Path | None, embeddings_path: Path | None,
-           output: Path | None, threads: int | None, n_gpu_layers: int | None, quiet: bool, verbose: bool) -> None:
+           output: Path | None, threads: int | None, n_gpu_layers: int | None, kernels: str, quiet: bool,
+           verbose: bool) -> None:
     """Select the best and most diverse records of a file scored by both Deita scorers (Deita's method).
 
     Records are ranked by evol score (sum over turns of complexity x quality) and kept unless too similar to
@@ -223,7 +236,7 @@ def select(input_path: str, budget: int, threshold: float, model_path: Path | No
     source = sys.stdin.buffer if input_path == "-" else input_path
     summary = select_file(source, output, budget=budget, threshold=threshold, model_path=model_path,
                           embeddings_path=embeddings_path, threads=threads, n_gpu_layers=n_gpu_layers,
-                          verbose=verbose, progress=not quiet and sys.stderr.isatty())
+                          kernels=kernels, verbose=verbose, progress=not quiet and sys.stderr.isatty())
     if not quiet:
         _log(summary.line())
 
@@ -254,12 +267,13 @@ def _score_on_ray(input_path: str, output: Path | None, *, quiet: bool, not_with
               help="Compare N records drawn at random with --seed (default: all).")
 @click.option("seed", "--seed", type=int, default=0, show_default=True, help="Seed of the --sample draw.")
 @click.option("threads", "-t", "--threads", type=click.IntRange(min=1), help="CPU threads (default: physical cores).")
+@_kernels_option
 @click.option("json_path", "--json", type=click.Path(dir_okay=False, allow_dash=True, path_type=str),
               help="Write the figures as JSON to this file (- for stdout).")
 @click.option("plot", "--plot", type=click.Path(dir_okay=False, path_type=Path),
               help="Write a PNG: A vs B scatter and the histogram of B - A (needs localscore[plot]).")
 def compare(a: Path, b: Path, data: Path, scorer: str, sample: int | None, seed: int, threads: int | None,
-            json_path: str | None, plot: Path | None) -> None:
+            kernels: str, json_path: str | None, plot: Path | None) -> None:
     """Compare two scorers on the same records: A and B are each a scorer GGUF or a file scored from DATA
     (localscore's output, or Deita's JSON with quality_scores lists).
 
@@ -272,7 +286,7 @@ def compare(a: Path, b: Path, data: Path, scorer: str, sample: int | None, seed:
 
     to_stdout = json_path == "-"
     result = compare_scorers(a, b, data, scorer=scorer, sample=sample, seed=seed, threads=threads,
-                             json_path=None if to_stdout else json_path, plot=plot, log=_log,
+                             kernels=kernels, json_path=None if to_stdout else json_path, plot=plot, log=_log,
                              progress=sys.stderr.isatty())
     if to_stdout:
         click.echo(result.to_json())

@@ -45,8 +45,8 @@ class SelectSummary:
 def select_file(source: str | os.PathLike | BinaryIO, output: str | os.PathLike | None, *, budget: int,
                 threshold: float = 0.9, model_path: str | os.PathLike | None = None,
                 embeddings_path: str | os.PathLike | None = None, threads: int | None = None,
-                n_gpu_layers: int | None = None, verbose: bool = False, cache_path: str | os.PathLike | None = None,
-                progress: bool = False) -> SelectSummary:
+                n_gpu_layers: int | None = None, kernels: str = "auto", verbose: bool = False,
+                cache_path: str | os.PathLike | None = None, progress: bool = False) -> SelectSummary:
     """Write the selected records of `source` to `output` (None: stdout), best first, each with its evol score
     and its cosine similarity to the most similar record kept before it. Embeddings come from `embeddings_path`
     (one row per input record, from `localscore embed`) or are computed with the embedder at `model_path`
@@ -69,7 +69,7 @@ def select_file(source: str | os.PathLike | BinaryIO, output: str | os.PathLike 
     if embeddings_path is not None:
         selection = diversity_filter(order, read_embeddings(embeddings_path, len(records)), budget, threshold)
     else:
-        selection = _lazy_selection(records, order, model_path, budget, threshold, threads, n_gpu_layers,
+        selection = _lazy_selection(records, order, model_path, budget, threshold, threads, n_gpu_layers, kernels,
                                     verbose, cache_path, progress, summary)
     summary.examined, summary.rejected, summary.selected = selection.examined, selection.rejected, len(selection.indices)
     with open_writer(output) as writer:
@@ -94,13 +94,14 @@ def _evol_score(record: Record) -> float:
 
 
 def _lazy_selection(records: list[Record], order: np.ndarray, model_path: str | os.PathLike, budget: int,
-                    threshold: float, threads: int | None, n_gpu_layers: int | None, verbose: bool,
+                    threshold: float, threads: int | None, n_gpu_layers: int | None, kernels: str, verbose: bool,
                     cache_path: str | os.PathLike | None, progress: bool, summary: SelectSummary):
     from .embedding import Embedder
     from .embedding_cache import CachedEmbedder, EmbeddingCache
 
     bar = Progress(None, enabled=progress)
-    with Embedder.from_path(Path(model_path), threads=threads, n_gpu_layers=n_gpu_layers, verbose=verbose) as embedder, \
+    with Embedder.from_path(Path(model_path), threads=threads, n_gpu_layers=n_gpu_layers, kernels=kernels,
+                            verbose=verbose) as embedder, \
             EmbeddingCache(embedder.fingerprint, cache_path) as cache:
         cached = CachedEmbedder(embedder, cache)
 
