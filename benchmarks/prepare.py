@@ -36,16 +36,23 @@ def checkpoint(work: Path, shape: str = "bench") -> Path:
 
 
 def gguf(work: Path, folder: Path, quant: str) -> Path:
+    """Float types as `localscore convert` writes them; quantized types from the bf16 file with the converter's
+    own quantize step (so the float file is written once for all of them)."""
+    from convert import convert
+    from convert.pipeline import FLOAT_TYPES
+    from convert.quantize import quantize
+
     out = work / f"{folder.name}.{quant}.gguf"
     if not out.is_file():
+        source = None if quant in FLOAT_TYPES else gguf(work, folder, "bf16")
         partial = out.with_suffix(".partial.gguf")
         print(f"prepare: converting to {out.name}", flush=True)
-        if quant in EXTRA_QUANTS:
-            _llama_quantize(gguf(work, folder, "f16"), partial, quant)
-        else:
-            from convert import convert
-
+        if source is None:
             convert(folder, partial, quant)
+        elif quant in EXTRA_QUANTS:
+            _llama_quantize(source, partial, quant)
+        else:
+            quantize(source, partial, quant)
         partial.rename(out)
     return out
 
