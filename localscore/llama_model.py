@@ -40,7 +40,10 @@ def read_file_type(path: Path, log: LlamaLog) -> str:
     if not header:
         raise ModelError(f"cannot load {path}: not a valid GGUF model file{log.said()}")
     try:
-        return _file_type_name(llama_cpp.llama_model_ftype(header))
+        # llama_model_ftype() stays at its default in a vocab-only load; the metadata is read in full.
+        buf = ctypes.create_string_buffer(32)
+        n = llama_cpp.llama_model_meta_val_str(header, b"general.file_type", buf, len(buf))
+        return _file_type_name(int(buf.value)) if n >= 0 and buf.value.isdigit() else "unknown"
     finally:
         llama_cpp.llama_model_free(header)
 

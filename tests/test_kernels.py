@@ -13,6 +13,8 @@ from localscore import kernels
 from localscore.cli import cli
 from localscore.engine import Engine
 from localscore.errors import ModelError
+from localscore.llama_log import LlamaLog
+from localscore.llama_model import read_file_type
 from localscore.kernels import AMX, ARM, AVX2, AVX512_VNNI, OTHER, choose, cpu_class, require_llama_cpp
 
 ZEN3 = b"CPU : SSE3 = 1 | SSSE3 = 1 | AVX = 1 | AVX2 = 1 | F16C = 1 | FMA = 1 | BMI2 = 1 | LLAMAFILE = 1 | REPACK = 1 | "
@@ -115,12 +117,18 @@ def test_the_choice_reaches_llama_cpp(gguf_file, load_params, asked, extra_bufts
     assert load_params == [extra_bufts]
 
 
-def test_auto_loads_what_the_table_says(gguf_file, load_params):
-    expected = choose("auto", "q4_k_m")
+@pytest.mark.parametrize("quant", ["f32", "q8_0", "q4_k_m"])
+def test_the_header_gives_the_file_type_before_the_weights_load(gguf_file, quant):
+    with Engine(gguf_file(quant)) as engine:
+        assert read_file_type(gguf_file(quant), LlamaLog()) == engine.file_type == {"f32": "all_f32"}.get(quant, quant)
+
+
+@pytest.mark.parametrize("cpu, extra_bufts", [(ARM, True), (AVX2, False), (AMX, False)])
+def test_auto_loads_what_the_table_says_for_the_file_type(gguf_file, load_params, monkeypatch, cpu, extra_bufts):
+    monkeypatch.setattr(kernels, "cpu_class", lambda: cpu)  # the table's row for another CPU, loaded on this one
     with Engine(gguf_file("q4_k_m")) as engine:
-        assert engine.info.kernels == expected
-        assert engine.file_type == "q4_k_m"
-    assert load_params == [expected.use_extra_bufts]
+        assert engine.info.kernels == choose("auto", "q4_k_m", cpu)
+    assert load_params == [extra_bufts]
 
 
 def test_both_kernels_score_the_same_pairs_closely(gguf_file, pairs):
