@@ -32,7 +32,7 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except Interrupted as e:
             click.echo(f"localscore: {e.summary.line()}", err=True)
-            click.echo(f"Error: {e}", err=True)
+            click.echo(f"Error: {e.render(lambda name: _flag(ctx, name))}", err=True)
             ctx.exit(130)
         except OutputClosed:
             # The reader went away (`| head`): stop quietly, as a Unix tool killed by SIGPIPE does; stdout now points
@@ -128,9 +128,8 @@ def score(input_path: str, output: Path | None, split: str, config: str | None, 
     if ray:
         return _score_on_ray(input_path, output, model_path=model_path, scorer=scorer, actors=actors or 1,
                              threads=threads or 1, ctx=ctx, too_long=too_long, pack=pack, strict=strict, quiet=quiet,
-                             verbose=verbose, not_with_ray={"--resume": resume, "--n-gpu-layers": n_gpu_layers,
-                                                            "--shard": shard, "--config": config,
-                                                            "--kernels": kernels != "auto"})
+                             verbose=verbose, resume=resume, split=split, config=config, shard=shard,
+                             not_with_ray={"--n-gpu-layers": n_gpu_layers, "--kernels": kernels != "auto"})
     if actors is not None:
         raise click.UsageError("--actors needs --ray")
     from .models import default_model
@@ -140,13 +139,10 @@ def score(input_path: str, output: Path | None, split: str, config: str | None, 
 
     if resume and output is None:
         raise click.UsageError("--resume needs an output file (-o)")
-    if input_path != "-" and not input_path.startswith(HUB_PREFIX) and not os.path.exists(input_path):
-        # Checked before the model loads (or is converted on first use): a typo should cost nothing.
-        raise click.BadParameter(f"{input_path!r} does not exist.", param_hint="'INPUT'")
+    source = _source(input_path)
     if shard is not None:
         Shard.parse(shard)  # a bad I/N, too
     model = model_path or default_model(scorer, log=None if quiet else _log)
-    source = sys.stdin.buffer if input_path == "-" else input_path
     with Scorer.from_path(model, scorer, ctx=ctx, threads=threads, n_gpu_layers=n_gpu_layers, too_long=too_long,
                           pack=pack, kernels=kernels, verbose=verbose) as model_scorer:
         if not quiet:
@@ -176,6 +172,28 @@ def merge(shard_outputs: tuple[str, ...], output: Path) -> None:
     _log(f"merged {len(shard_outputs)} shards, {count:,} records, into {output}")
 
 
+def _source(input_path: str):
+    """INPUT as the reader takes it: stdin for -, else the path or hub id, which must exist. Checked before a
+    model loads (or is converted on first use): a typo should cost nothing."""
+    if input_path == "-":
+        return sys.stdin.buffer
+    if not input_path.startswith(HUB_PREFIX) and not os.path.exists(input_path):
+        raise click.BadParameter(f"{input_path!r} does not exist.", param_hint="'INPUT'")
+    return input_path
+
+
+def _input_options(command):
+    """INPUT and the options that choose the part of a hub dataset or saved DatasetDict."""
+    for option in reversed([
+        click.argument("input_path", metavar="INPUT"),
+        click.option("split", "--split", default="train", show_default=True,
+                     help="Split of a hub dataset or saved DatasetDict."),
+        click.option("config", "--config", help="Configuration (subset) of a hub dataset."),
+    ]):
+        command = option(command)
+    return command
+
+
 def _model_run_options(command):
     """-t, --n-gpu-layers, --kernels, -q, -v: how a command that runs a model runs it."""
     for option in reversed([
@@ -192,14 +210,14 @@ def _model_run_options(command):
 
 
 @cli.command()
-@click.argument("input_path", metavar="INPUT", type=click.Path(exists=True, dir_okay=False, allow_dash=True, path_type=str))
+@_input_options
 @click.option("model_path", "-m", "--model", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="Embedder GGUF (Deita uses Mistral-7B-v0.1).")
 @click.option("output", "-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help=".npy file to write: float32, one row per input record.")
 @_model_run_options
-def embed(input_path: str, model_path: Path, output: Path, threads: int | None, n_gpu_layers: int | None,
-          kernels: str, quiet: bool, verbose: bool) -> None:
+def embed(input_path: str, split: str, config: str | None, model_path: Path, output: Path, threads: int | None,
+          n_gpu_layers: int | None, kernels: str, quiet: bool, verbose: bool) -> None:
     """Embed every record's conversation as Deita's embedder does (last token, final hidden state).
 
     Computed embeddings are also cached, so rerunning an interrupted run only computes the rest.
@@ -209,16 +227,17 @@ def embed(input_path: str, model_path: Path, output: Path, threads: int | None, 
     from .embed_run import embed_file
     from .embedding import Embedder
 
-    source = sys.stdin.buffer if input_path == "-" else input_path
+    source = _source(input_path)
     with Embedder.from_path(model_path, threads=threads, n_gpu_layers=n_gpu_layers, kernels=kernels,
                             verbose=verbose) as embedder:
-        summary = embed_file(source, output, embedder, progress=not quiet and sys.stderr.isatty())
+        summary = embed_file(source, output, embedder, progress=not quiet and sys.stderr.isatty(), split=split,
+                             config=config)
     if not quiet:
         _log(summary.line())
 
 
 @cli.command()
-@click.argument("input_path", metavar="INPUT", type=click.Path(exists=True, dir_okay=False, allow_dash=True, path_type=str))
+@_input_options
 @click.option("budget", "-k", "--budget", type=click.IntRange(min=1), required=True,
               help="How many records to select (Deita: 6000 or 10000).")
 @click.option("threshold", "--threshold", type=click.FloatRange(0, 1), default=0.9, show_default=True,
@@ -230,9 +249,9 @@ def embed(input_path: str, model_path: Path, output: Path, threads: int | None, 
 @click.option("output", "-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
               help="JSONL file to write (default: stdout).")
 @_model_run_options
-def select(input_path: str, budget: int, threshold: float, model_path: Path | None, embeddings_path: Path | None,
-           output: Path | None, threads: int | None, n_gpu_layers: int | None, kernels: str, quiet: bool,
-           verbose: bool) -> None:
+def select(input_path: str, split: str, config: str | None, budget: int, threshold: float, model_path: Path | None,
+           embeddings_path: Path | None, output: Path | None, threads: int | None, n_gpu_layers: int | None,
+           kernels: str, quiet: bool, verbose: bool) -> None:
     """Select the best and most diverse records of a file scored by both Deita scorers (Deita's method).
 
     Records are ranked by evol score (sum over turns of complexity x quality) and kept unless too similar to
@@ -242,10 +261,10 @@ def select(input_path: str, budget: int, threshold: float, model_path: Path | No
     """
     from .select_run import select_file
 
-    source = sys.stdin.buffer if input_path == "-" else input_path
-    summary = select_file(source, output, budget=budget, threshold=threshold, model_path=model_path,
+    summary = select_file(_source(input_path), output, budget=budget, threshold=threshold, model_path=model_path,
                           embeddings_path=embeddings_path, threads=threads, n_gpu_layers=n_gpu_layers,
-                          kernels=kernels, verbose=verbose, progress=not quiet and sys.stderr.isatty())
+                          kernels=kernels, verbose=verbose, progress=not quiet and sys.stderr.isatty(), split=split,
+                          config=config)
     if not quiet:
         _log(summary.line())
 
@@ -257,9 +276,9 @@ def _score_on_ray(input_path: str, output: Path | None, *, quiet: bool, not_with
     for flag, value in not_with_ray.items():
         if value:
             raise click.UsageError(f"{flag} does not work with --ray")
-    if output is None or input_path == "-":
-        raise click.UsageError("--ray reads INPUT as a file and needs an output file (-o): give both")
-    summary = score_on_ray(input_path, output, progress=not quiet and sys.stderr.isatty(), **options)
+    if options["resume"] and output is None:
+        raise click.UsageError("--resume needs an output file (-o)")
+    summary = score_on_ray(_source(input_path), output, progress=not quiet and sys.stderr.isatty(), **options)
     if not quiet:
         for name, actor in summary.actors.items():
             _log(actor.line(name))

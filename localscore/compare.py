@@ -18,8 +18,10 @@ from typing import Callable, Sequence
 import numpy as np
 
 from .agreement import Agreement, agreement
+from .durable import write_file
 from .errors import InputError
-from .records import Record, read_records
+from .reader import read_records
+from .records import Record
 from .templates import TEMPLATES, Template
 
 GGUF_MAGIC = b"GGUF"
@@ -121,7 +123,7 @@ def compare(a: str | os.PathLike, b: str | os.PathLike, data: str | os.PathLike,
         if output is not None and Path(output).resolve() in inputs:
             raise InputError(f"{output} is one of the inputs; write the JSON and the plot to new files")
     template = TEMPLATES[scorer]
-    records = list(read_records(data, template))
+    records = [record.reading(template) for record in read_records(data)]
     positions = sample_positions(len(records), sample, seed)
     chosen = [records[i] for i in positions]
     say = log or (lambda line: None)
@@ -151,7 +153,7 @@ def compare(a: str | os.PathLike, b: str | os.PathLike, data: str | os.PathLike,
         a_scores=a_turns, b_scores=b_turns,
     )
     if json_path is not None:
-        _write_text(Path(json_path), result.to_json() + "\n")
+        write_file(json_path, (result.to_json() + "\n").encode("utf-8"))
     if plot is not None:
         from .plot import write_plot
 
@@ -209,7 +211,7 @@ def _model_scores(path: str | os.PathLike, label: str, chosen: Sequence[Record],
 def _file_scores(path: str | os.PathLike, label: str, positions: np.ndarray, records: Sequence[Record],
                  data: str | os.PathLike, template: Template) -> list[list[float] | str]:
     name, data_name = os.fspath(path), os.fspath(data)
-    scored = list(read_records(path, template))
+    scored = [record.reading(template) for record in read_records(path)]
     if len(scored) != len(records):
         raise InputError(f"{name} has {len(scored):,} records but {data_name} has {len(records):,}: "
                          f"compare a file scored from {data_name} (one result per record, in order)")
@@ -252,13 +254,6 @@ def _recorded_scores(record: Record, label: str, name: str, template: Template) 
 
 def _is_score(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _write_text(path: Path, text: str) -> None:
-    try:
-        path.write_text(text, encoding="utf-8")
-    except OSError as e:
-        raise InputError(f"cannot write {path}: {e.strerror}") from None
 
 
 def _fixed(value: float) -> str:

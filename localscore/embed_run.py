@@ -15,8 +15,8 @@ from .embedding_cache import CachedEmbedder, EmbeddingCache
 from .embeddings_file import EmbeddingsWriter
 from .progress import Progress
 from .output import refuse_input_as_output
-from .records import Record, read_records
-from .templates import QUALITY
+from .reader import read_records
+from .records import Record
 
 
 @dataclass
@@ -40,8 +40,10 @@ def turns_of(record: Record) -> list[tuple[str, str]]:
 
 
 def embed_file(source: str | os.PathLike | BinaryIO, output: str | os.PathLike, embedder: Embedder, *,
-               cache_path: str | os.PathLike | None = None, progress: bool = False) -> EmbedSummary:
-    """Write the embedding of every record of `source` to `output` (float32 `.npy`, row i = record i).
+               cache_path: str | os.PathLike | None = None, progress: bool = False, split: str = "train",
+               config: str | None = None) -> EmbedSummary:
+    """Write the embedding of every record of `source` (any input reader.read_records reads; `split` and `config`
+    choose the part of a hub dataset or saved DatasetDict) to `output` (float32 `.npy`, row i = record i).
 
     A record that cannot be embedded (not a conversation, a final question without answer, ...) gets a row of
     NaN and is counted as errored; it never moves the rows after it.
@@ -49,9 +51,9 @@ def embed_file(source: str | os.PathLike | BinaryIO, output: str | os.PathLike, 
     refuse_input_as_output(source, output)
     summary = EmbedSummary()
     start = time.perf_counter()
-    records = read_records(source, QUALITY)
+    records = read_records(source, split=split, config=config)
     nan_row = np.full(embedder.n_embd, np.nan, dtype=np.float32)
-    bar = Progress(None, enabled=progress)
+    bar = Progress(records.count if progress else None, enabled=progress)
     with EmbeddingCache(embedder.fingerprint, cache_path) as cache, EmbeddingsWriter(output, embedder.n_embd) as out:
         cached = CachedEmbedder(embedder, cache)
         try:

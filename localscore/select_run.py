@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
@@ -16,9 +16,9 @@ from .embeddings_file import read_embeddings
 from .errors import InputError
 from .output import open_writer, refuse_input_as_output
 from .progress import Progress
-from .records import Record, read_records
+from .reader import read_records
+from .records import Record
 from .selection import EVOL_FIELD, SIMILARITY_FIELD, MissingScores, diversity_filter, evol_score, rank
-from .templates import QUALITY
 
 SCORE_COMMAND = ("localscore score INPUT -m QUALITY.gguf | localscore score - --scorer complexity "
                  "-m COMPLEXITY.gguf -o scored.jsonl")
@@ -28,6 +28,7 @@ SCORE_COMMAND = ("localscore score INPUT -m QUALITY.gguf | localscore score - --
 class SelectSummary:
     records: int = 0
     unscored: int = 0  # records the scorers marked with an error: they have no evol score
+    unusable: dict[str, int] = field(default_factory=dict)  # records skipped for their embedding, by reason
     examined: int = 0
     rejected: int = 0
     selected: int = 0
@@ -36,8 +37,10 @@ class SelectSummary:
     seconds: float = 0.0
 
     def line(self) -> str:
-        unscored = f" ({self.unscored:,} without scores skipped)" if self.unscored else ""
-        return (f"{self.selected:,} selected from {self.records:,} records{unscored} in {self.seconds:.1f} s: "
+        skipped = [f"{self.unscored:,} without scores"] if self.unscored else []
+        skipped += [f"{count:,} with {reason}s" for reason, count in self.unusable.items()]
+        skipped_part = f" ({', '.join(skipped)} skipped)" if skipped else ""
+        return (f"{self.selected:,} selected from {self.records:,} records{skipped_part} in {self.seconds:.1f} s: "
                 f"{self.examined:,} examined, {self.rejected:,} rejected as near-duplicates; "
                 f"{self.computed:,} embedded, {self.reused:,} from the cache")
 
@@ -46,11 +49,13 @@ def select_file(source: str | os.PathLike | BinaryIO, output: str | os.PathLike 
                 threshold: float = 0.9, model_path: str | os.PathLike | None = None,
                 embeddings_path: str | os.PathLike | None = None, threads: int | None = None,
                 n_gpu_layers: int | None = None, kernels: str = "auto", verbose: bool = False,
-                cache_path: str | os.PathLike | None = None, progress: bool = False) -> SelectSummary:
+                cache_path: str | os.PathLike | None = None, progress: bool = False, split: str = "train",
+                config: str | None = None) -> SelectSummary:
     """Write the selected records of `source` to `output` (None: stdout), best first, each with its evol score
     and its cosine similarity to the most similar record kept before it. Embeddings come from `embeddings_path`
     (one row per input record, from `localscore embed`) or are computed with the embedder at `model_path`
-    only for the records the walk examines."""
+    only for the records the walk examines. `source` is any input reader.read_records reads (`split` and `config`
+    choose the part of a hub dataset or saved DatasetDict)."""
     if (model_path is None) == (embeddings_path is None):
         raise InputError("give the embedder (-m EMBEDDER.gguf) or precomputed embeddings (--embeddings FILE), "
                          "one of the two")
@@ -60,7 +65,7 @@ def select_file(source: str | os.PathLike | BinaryIO, output: str | os.PathLike 
         refuse_input_as_output(source, output)
     summary = SelectSummary()
     start = time.perf_counter()
-    records = list(read_records(source, QUALITY))
+    records = list(read_records(source, split=split, config=config))
     summary.records = len(records)
     scores = np.array([_evol_score(record) for record in records], dtype=np.float64)
     order = rank(scores)[:int(np.isfinite(scores).sum())]  # NaN (unscored) sort last and are left out
@@ -72,6 +77,8 @@ def select_file(source: str | os.PathLike | BinaryIO, output: str | os.PathLike 
         selection = _lazy_selection(records, order, model_path, budget, threshold, threads, n_gpu_layers, kernels,
                                     verbose, cache_path, progress, summary)
     summary.examined, summary.rejected, summary.selected = selection.examined, selection.rejected, len(selection.indices)
+    for _, reason in selection.skipped:
+        summary.unusable[reason] = summary.unusable.get(reason, 0) + 1
     with open_writer(output) as writer:
         for index, similarity in zip(selection.indices, selection.similarities):
             data = records[index].data
@@ -109,8 +116,9 @@ def _lazy_selection(records: list[Record], order: np.ndarray, model_path: str | 
             rows = []
             for index in indices:
                 record = records[index]
-                if record.error:
-                    raise InputError(f"record {record.number} cannot be embedded: {record.error}")
+                if record.error:  # as `embed` writes it: a NaN row, which the walk skips and counts
+                    rows.append(np.full(embedder.n_embd, np.nan, dtype=np.float32))
+                    continue
                 tokens = cached.tokens
                 rows.append(cached.vector(turns_of(record)))
                 bar.update(1, cached.tokens - tokens)

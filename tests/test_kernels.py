@@ -17,7 +17,8 @@ from localscore.llama_log import LlamaLog
 from localscore.llama_model import read_file_type
 from localscore.kernels import AMX, ARM, AVX2, AVX512_VNNI, OTHER, choose, cpu_class, require_llama_cpp
 
-ZEN3 = b"CPU : SSE3 = 1 | SSSE3 = 1 | AVX = 1 | AVX2 = 1 | F16C = 1 | FMA = 1 | BMI2 = 1 | LLAMAFILE = 1 | REPACK = 1 | "
+ZEN3 = (b"CPU : SSE3 = 1 | SSSE3 = 1 | AVX = 1 | AVX2 = 1 | F16C = 1 | FMA = 1 | BMI2 = 1 | LLAMAFILE = 1 | "
+        b"REPACK = 1 | ")
 EPYC_VNNI = ZEN3 + b"AVX512 = 1 | AVX512_VBMI = 1 | AVX512_VNNI = 1 | AVX512_BF16 = 1 | "
 SAPPHIRE_RAPIDS = EPYC_VNNI + b"AMX_INT8 = 1 | "
 APPLE = b"CPU : NEON = 1 | ARM_FMA = 1 | FP16_VA = 1 | DOTPROD = 1 | MATMUL_INT8 = 1 | ACCELERATE = 1 | "
