@@ -33,8 +33,8 @@ _TABLE: tuple[tuple[str, frozenset[str] | None, str], ...] = (
     # slower than direct at q4_k_m there.
     (AMX, None, "direct"),
     # Measured (2-core EPYC with AVX-512 VNNI, 7B-width bare loop): q4_0 repacked 189 tokens/s vs 131 direct;
-    # with llama.cpp built for AVX2 only on the same VM, 125 vs 100 (issue 13). iq4_nl is inferred: it takes the
-    # same 8x8 repack path as q4_0 and has no tiled kernel.
+    # with llama.cpp built for AVX2 only on the same VM, 125 vs 100 (issue 13); on a Zen 3 (AVX2), 170M model,
+    # 52.4 vs 33.4 (kernel_table.py). iq4_nl is inferred: the same 8x8 repack path as q4_0, no tiled kernel.
     (AVX512_VNNI, frozenset({"q4_0", "iq4_nl"}), "repacked"),
     (AVX2, frozenset({"q4_0", "iq4_nl"}), "repacked"),
     # Measured (EPYC AVX-512 VNNI, 7B-width): q4_k_m direct (tiled VNNI kernels) 304-309 tokens/s at 872 MB vs
