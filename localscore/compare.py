@@ -29,7 +29,7 @@ GGUF_MAGIC = b"GGUF"
 
 
 def compare(a: str | os.PathLike, b: str | os.PathLike, data: str | os.PathLike, *, scorer: str = "quality",
-            sample: int | None = None, seed: int = 0, threads: int | None = None,
+            sample: int | None = None, seed: int = 0, threads: int | None = None, kernels: str = "auto",
             json_path: str | os.PathLike | None = None, plot: str | os.PathLike | None = None,
             log: Callable[[str], None] | None = None, progress: Progress | None = None) -> Comparison:
     """Compare scorer A with scorer B on the records of `data` (all of them, or `sample` records drawn with
@@ -54,7 +54,7 @@ def compare(a: str | os.PathLike, b: str | os.PathLike, data: str | os.PathLike,
     chosen = [records[i] for i in positions]
     say = log or (lambda line: None)
     # Each side: per chosen record, its turn scores or why it has none.
-    sides = [_side_scores(path, label, positions, records, data, template, threads, say, progress)
+    sides = [_side_scores(path, label, positions, records, data, template, threads, kernels, say, progress)
              for label, path in (("A", a), ("B", b))]
 
     excluded: list[Excluded] = []
@@ -104,22 +104,24 @@ def is_gguf(path: str | os.PathLike) -> bool:
 
 
 def _side_scores(path: str | os.PathLike, label: str, positions: np.ndarray, records: list[Record],
-                 data: str | os.PathLike, template: Template, threads: int | None, log: Callable[[str], None],
+                 data: str | os.PathLike, template: Template, threads: int | None, kernels: str,
+                 log: Callable[[str], None],
                  progress: Progress | None) -> list[list[float] | str]:
     if is_gguf(path):
         log(f"scoring {len(positions):,} records of {os.fspath(data)} with {label} ({os.fspath(path)})")
-        return _model_scores(path, label, [records[i] for i in positions], template, threads, progress)
+        return _model_scores(path, label, [records[i] for i in positions], template, threads, kernels,
+                             progress)
     return _file_scores(path, label, positions, records, data, template)
 
 
 def _model_scores(path: str | os.PathLike, label: str, chosen: Sequence[Record], template: Template,
-                  threads: int | None, progress: Progress | None) -> list[list[float] | str]:
+                  threads: int | None, kernels: str, progress: Progress | None) -> list[list[float] | str]:
     from .batch import score_records
     from .scorer import Scorer  # loads llama.cpp, which comparing two scored files does not need
 
     out: list[list[float] | str] = []
     report, tokens = progress or silent, 0
-    with Scorer.from_path(path, template.name, threads=threads) as scorer:
+    with Scorer.from_path(path, template.name, threads=threads, kernels=kernels) as scorer:
         report(0, len(chosen), 0)
         for scored in score_records(scorer, chosen):
             if scored.error is None:
