@@ -3,7 +3,7 @@ settings, tokenize every prompt first, then per prompt: clear the KV cache, one 
 prompt with logits for its last token only, read the six score logits. No shared head, no records, no output
 file.
 
-    python benchmarks/bare_loop.py MODEL PAIRS.jsonl [--warmup 2]
+    python benchmarks/bare_loop.py MODEL PAIRS.jsonl [--warmup 2] [--kernels auto|repacked|direct]
 
 The first --warmup prompts are decoded once untimed and excluded from the decode-only rate; every prompt is
 still decoded exactly once, so the process does the same work as `localscore score`. Prints one JSON line.
@@ -14,20 +14,25 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from pathlib import Path
 
 import llama_cpp
 import numpy as np
 
 # Importing localscore.engine also routes llama.cpp's log away from stderr.
-from localscore.engine import has_amx, physical_cores
+from localscore.engine import physical_cores
+from localscore.kernels import KERNELS, choose
+from localscore.llama_log import LlamaLog
+from localscore.llama_model import read_file_type
 from localscore.templates import LABELS, QUALITY
 
 
-def load(path: str, n_threads: int):
+def load(path: str, n_threads: int, kernels: str):
     llama_cpp.llama_backend_init()
+    file_type = read_file_type(Path(path), LlamaLog())
+    choice = choose(kernels, file_type)  # as the Engine chooses
     mparams = llama_cpp.llama_model_default_params()
-    if has_amx():
-        mparams.use_extra_bufts = False  # as the Engine does: the AMX path crashes on quantized models
+    mparams.use_extra_bufts = choice.use_extra_bufts
     model = llama_cpp.llama_model_load_from_file(path.encode(), mparams)
     if not model:
         raise SystemExit(f"cannot load {path}")
@@ -40,7 +45,7 @@ def load(path: str, n_threads: int):
     ctx = llama_cpp.llama_init_from_model(model, cparams)
     if not ctx:
         raise SystemExit(f"cannot create a context for {path}")
-    return model, ctx, n_ctx
+    return model, ctx, n_ctx, choice, choose("auto", file_type).kernels
 
 
 def tokenize(vocab, text: str) -> list[int]:
@@ -63,9 +68,10 @@ def main() -> None:
     parser.add_argument("pairs")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--threads", type=int, default=physical_cores())
+    parser.add_argument("--kernels", choices=KERNELS, default="auto")
     args = parser.parse_args()
 
-    model, ctx, n_ctx = load(args.model, args.threads)
+    model, ctx, n_ctx, choice, auto = load(args.model, args.threads, args.kernels)
     vocab = llama_cpp.llama_model_get_vocab(model)
     mem = llama_cpp.llama_get_memory(ctx)
     targets = label_ids(vocab)
@@ -101,6 +107,7 @@ def main() -> None:
     llama_cpp.llama_model_free(model)
     print(json.dumps({"tokens": sum(map(len, prompts)), "timed_tokens": sum(map(len, prompts[warm:])),
                       "timed_samples": len(prompts) - warm, "seconds": seconds, "threads": args.threads,
+                      "kernels": choice.kernels, "auto": auto, "cpu": choice.cpu,
                       "scores": scores.tolist()}))
 
 

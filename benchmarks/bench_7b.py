@@ -2,11 +2,14 @@
 written as the Deita scorers ship (bf16 `pytorch_model-0000N-of-00003.bin` shards, ~13.5 GB), then
 
 1. `localscore convert ... --quant q4_k_m` (time, peak RSS),
-2. `localscore score` of N real pairs at q4_k_m (tokens/s, peak RSS),
-3. the reference method (transformers + torch, one sample at a time) in bf16 on the same pairs, and in fp32
-   when the machine has the memory for it (~27 GB of weights).
+2. `localscore score` of N real pairs at q4_k_m (whole process: seconds, peak RSS) and its steady decode rate
+   (localscore_loop.py, after 2 warm-up pairs),
+3. the bare loop with llama.cpp's direct and repacked kernels (localscore/kernels.py),
+4. the reference method (transformers + torch, one sample at a time) in bf16, and in fp32 when the machine has
+   the memory for it (~27 GB of weights), at its steady rate over the first --reference-pairs pairs after one
+   warm-up pair (torch bf16 is slow on CPUs without AVX512_BF16: a few pairs give its rate).
 
-    .venv/bin/python benchmarks/bench_7b.py [--pairs 16] [--json benchmarks/work/7b/results.json]
+    .venv/bin/python benchmarks/bench_7b.py [--pairs 16] [--reference-pairs 4] [--json benchmarks/work/7b/results.json]
 
 Needs ~32 GB of free disk under benchmarks/work/7b (checkpoint, the converter's bf16 intermediate, the GGUF) and
 ~15 GB of RAM for the bf16 reference. Every step is its own subprocess (peak RSS from wait4); built files are
@@ -72,6 +75,12 @@ def checkpoint(work: Path) -> Path:
     return folder
 
 
+def memory_bound_mb(model: Path, kv_cells: int) -> float:
+    """Issue 13's memory target: the GGUF, the f16 KV cache of the cells the run used (32 layers x K and V x
+    4096 x 2 bytes per cell), and 0.6 GB for everything else."""
+    return (model.stat().st_size + kv_cells * 32 * 2 * 4096 * 2 + 0.6e9) / 2**20
+
+
 def free_memory_gb() -> float:
     with open("/proc/meminfo") as f:
         fields = dict(line.split(":", 1) for line in f)
@@ -81,6 +90,7 @@ def free_memory_gb() -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pairs", type=int, default=16)
+    parser.add_argument("--reference-pairs", type=int, default=4)
     parser.add_argument("--threads", type=int)
     parser.add_argument("--json", type=Path)
     parser.add_argument("--no-reference", action="store_true", help="skip the transformers runs")
@@ -99,7 +109,8 @@ def main() -> None:
     work = WORK / "7b"
     work.mkdir(parents=True, exist_ok=True)
     folder = checkpoint(work)
-    results: dict = {"pairs": args.pairs, "checkpoint_build": json.loads((folder / ".done").read_text())}
+    results: dict = {"pairs": args.pairs, "checkpoint_build": json.loads((folder / ".done").read_text()),
+                      "load_average_at_start": os.getloadavg()}
     size = sum(p.stat().st_size for p in folder.glob("*.bin"))
     results["checkpoint_gb"] = size / 1e9
 
@@ -120,7 +131,16 @@ def main() -> None:
     loop = run(worker("localscore_loop.py", str(model), pairs, *threads)).report
     results["localscore"] = {"seconds": r.seconds, "rss_mb": r.rss_mb, "tokens": loop["tokens"],
                              "decode_tokens_per_s": loop["timed_tokens"] / loop["seconds"],
-                             "process_tokens_per_s": loop["tokens"] / r.seconds, "samples": len(scores)}
+                             "process_tokens_per_s": loop["tokens"] / r.seconds, "samples": len(scores),
+                             "kv_cells": loop["kv_cells"], "kernels": loop["kernels"],
+                             "memory_bound_mb": memory_bound_mb(model, loop["kv_cells"])}
+    for kernels in ("direct", "repacked"):
+        print(f"bench_7b: bare loop, {kernels} kernels", file=sys.stderr, flush=True)
+        b = run(worker("bare_loop.py", str(model), pairs, "--kernels", kernels, *threads))
+        results[f"bare_{kernels}"] = {"seconds": b.seconds, "rss_mb": b.rss_mb,
+                                      "tokens_per_s": b.report["timed_tokens"] / b.report["seconds"]}
+
+    reference_pairs = run([PYTHON, __file__, "--write-pairs", str(work), "--pairs", str(args.reference_pairs)])
 
     for dtype, bytes_per_weight in () if args.no_reference else (("bfloat16", 2), ("float32", 4)):
         need_gb = size / 2 * bytes_per_weight / 2**30 * 1.05
@@ -128,10 +148,18 @@ def main() -> None:
             results[f"reference_{dtype}"] = {"skipped": f"needs ~{need_gb:.0f} GiB, {free_memory_gb():.0f} free"}
             continue
         print(f"bench_7b: reference method in {dtype}", file=sys.stderr, flush=True)
-        r = run(worker("reference_loop.py", str(folder), pairs, "--dtype", dtype, "--warmup", "1", *threads))
+        r = run(worker("reference_loop.py", str(folder), reference_pairs.report["pairs"], "--dtype", dtype,
+                       "--warmup", "1", *threads))
         results[f"reference_{dtype}"] = {"seconds": r.seconds, "rss_mb": r.rss_mb,
                                          "tokens_per_s": r.report["timed_tokens"] / r.report["seconds"]}
 
+    ls, torch_bf16 = results["localscore"], results.get("reference_bfloat16", {})
+    results["targets"] = {"rss_within_bound": ls["rss_mb"] <= ls["memory_bound_mb"]}
+    if "tokens_per_s" in torch_bf16:
+        # Issue 13: >= 1.25x torch bf16's steady tokens/s in <= 0.4x its peak memory.
+        results["targets"] |= {"speed_vs_torch_bf16": ls["decode_tokens_per_s"] / torch_bf16["tokens_per_s"],
+                               "rss_vs_torch_bf16": ls["rss_mb"] / torch_bf16["rss_mb"]}
+    results["load_average_at_end"] = os.getloadavg()  # the host is shared: read the rates with it
     text = json.dumps(results, indent=2)
     print(text)
     if args.json:

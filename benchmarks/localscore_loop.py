@@ -34,10 +34,12 @@ def main() -> None:
         start = time.perf_counter()
         scores += scorer.score_prompts(prompts[warm:])
         seconds = time.perf_counter() - start
-        threads = scorer.engine.info.n_threads
+        info = scorer.engine.info
+        kv_cells = scorer.engine.n_cells
     tokens = [len(p.ids) for p in prompts]
     print(json.dumps({"tokens": sum(tokens), "timed_tokens": sum(tokens[warm:]), "timed_samples": len(prompts) - warm,
-                      "seconds": seconds, "threads": threads, "scores": scores}))
+                      "seconds": seconds, "threads": info.n_threads, "kernels": str(info.kernels), "kv_cells": kv_cells,
+                      "scores": scores}))
 
 
 if __name__ == "__main__":

@@ -21,7 +21,8 @@ import gguf
 from benchmarks.trained_scorer import SHAPE, build
 from convert import convert
 from convert.quantize import quantize
-from localscore.compare import Comparison, compare
+from localscore.compare import compare
+from localscore.comparison import Comparison
 from localscore.runner import score_file
 from localscore.scorer import Scorer
 from tests.checkpoints import write_checkpoint

@@ -15,6 +15,7 @@ from convert import QUANT_TYPES
 
 from . import __version__
 from .errors import LocalscoreError, OutputClosed, UsageError
+from .kernels import KERNELS
 from .prompts import TOO_LONG_POLICIES
 from .templates import TEMPLATES
 
@@ -145,13 +146,20 @@ def _input_options(command):
     return command
 
 
+_kernels_option = click.option(
+    "kernels", "--kernels", type=click.Choice(KERNELS), default="auto", show_default=True,
+    help="llama.cpp's matrix kernels: repacked (a rearranged copy of some weights, more memory) or direct (the "
+         "weights as the file stores them); auto picks what measured faster for this CPU and weight type.")
+
+
 def _model_run_options(command):
-    """-t, --n-gpu-layers, -q, -v: how a command that runs a model runs it."""
+    """-t, --n-gpu-layers, --kernels, -q, -v: how a command that runs a model runs it."""
     for option in reversed([
         click.option("threads", "-t", "--threads", type=click.IntRange(min=1),
                      help="CPU threads (default: physical cores; with --ray: 1 per actor)."),
         click.option("n_gpu_layers", "--n-gpu-layers", type=int,
                      help="Layers to offload to Metal/CUDA (default: all when built with GPU support)."),
+        _kernels_option,
         click.option("quiet", "-q", "--quiet", is_flag=True, help="No progress and no summary."),
         click.option("verbose", "-v", "--verbose", is_flag=True, help="Show llama.cpp's log."),
     ]):
@@ -280,6 +288,7 @@ def select(quiet: bool, **options) -> None:
               help="Compare N records drawn at random with --seed (default: all).")
 @click.option("seed", "--seed", type=int, default=0, show_default=True, help="Seed of the --sample draw.")
 @click.option("threads", "-t", "--threads", type=click.IntRange(min=1), help="CPU threads (default: physical cores).")
+@_kernels_option
 @click.option("json", "--json", type=click.Path(dir_okay=False, allow_dash=True, path_type=str),
               help="Write the figures as JSON to this file (- for stdout).")
 @click.option("plot", "--plot", type=click.Path(dir_okay=False, path_type=Path),

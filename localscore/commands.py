@@ -18,7 +18,7 @@ from .progress import Progress
 from .tables import HUB_PREFIX
 
 if TYPE_CHECKING:
-    from .compare import Comparison
+    from .comparison import Comparison
     from .embed_run import EmbedSummary
     from .runner import Summary
     from .select_run import SelectSummary
@@ -29,8 +29,8 @@ Log = Callable[[str], None]
 
 def score(input: PathLike, output: PathLike | None = None, *, model: PathLike | None = None,
           scorer: str = "quality", split: str = "train", config: str | None = None, threads: int | None = None,
-          n_gpu_layers: int | None = None, ctx: int | None = None, too_long: str = "truncate", pack: int = 1,
-          shard: str | None = None, resume: bool = False, strict: bool = False, ray: bool = False,
+          n_gpu_layers: int | None = None, kernels: str = "auto", ctx: int | None = None, too_long: str = "truncate",
+          pack: int = 1, shard: str | None = None, resume: bool = False, strict: bool = False, ray: bool = False,
           actors: int | None = None, verbose: bool = False, progress: Progress | None = None,
           log: Log | None = None) -> Summary:
     """Score every record of `input` with the Deita `scorer` ("quality" or "complexity") into `output` (None:
@@ -43,6 +43,9 @@ def score(input: PathLike, output: PathLike | None = None, *, model: PathLike | 
         raise UsageError("{actors} needs {ray}", options=["actors", "ray"])
     if ray and n_gpu_layers is not None:
         raise UsageError("{n_gpu_layers} does not work with {ray}", options=["n_gpu_layers", "ray"])
+    if ray and kernels != "auto":
+        # Each node chooses for its own CPU: one setting named on the driver may not fit (or may crash) there.
+        raise UsageError("{kernels} does not work with {ray}: each node chooses its own", options=["kernels", "ray"])
     if resume and output is None:
         raise UsageError("{resume} needs an output file ({output})", options=["resume", "output"])
     from .shards import Shard
@@ -62,16 +65,17 @@ def score(input: PathLike, output: PathLike | None = None, *, model: PathLike | 
 
     path = model or default_model(scorer, log=log)
     with Scorer.from_path(path, scorer, ctx=ctx, threads=threads, n_gpu_layers=n_gpu_layers, too_long=too_long,
-                          pack=pack, verbose=verbose) as loaded:
+                          pack=pack, kernels=kernels, verbose=verbose) as loaded:
         if log:
             info = loaded.engine.info
-            log(f"{info.path.name}: {scorer} scorer, {info.file_type}, context {info.n_ctx}, {info.n_threads} threads")
+            log(f"{info.path.name}: {scorer} scorer, {info.file_type}, context {info.n_ctx}, {info.n_threads} threads, "
+                f"{info.kernels}")
         return score_file(source, output, loaded, resume=resume, strict=strict, progress=progress, split=split,
                           config=config, shard=shard)
 
 
 def embed(input: PathLike, output: PathLike, *, model: PathLike, split: str = "train", config: str | None = None,
-          threads: int | None = None, n_gpu_layers: int | None = None, verbose: bool = False,
+          threads: int | None = None, n_gpu_layers: int | None = None, kernels: str = "auto", verbose: bool = False,
           progress: Progress | None = None) -> EmbedSummary:
     """Write the embedding of every record of `input` (any form `score` reads) to `output`, a float32 `.npy` with
     one row per record, computed with the embedder GGUF `model` as Deita's embedder does; a record that cannot be
@@ -81,14 +85,15 @@ def embed(input: PathLike, output: PathLike, *, model: PathLike, split: str = "t
     from .embedding import Embedder
 
     source = _source(input)
-    with Embedder.from_path(model, threads=threads, n_gpu_layers=n_gpu_layers, verbose=verbose) as embedder:
+    with Embedder.from_path(model, threads=threads, n_gpu_layers=n_gpu_layers, kernels=kernels,
+                            verbose=verbose) as embedder:
         return embed_file(source, output, embedder, split=split, config=config, progress=progress)
 
 
 def select(input: PathLike, output: PathLike | None = None, *, budget: int, threshold: float = 0.9,
            model: PathLike | None = None, embeddings: PathLike | None = None, split: str = "train",
            config: str | None = None, threads: int | None = None, n_gpu_layers: int | None = None,
-           verbose: bool = False, progress: Progress | None = None) -> SelectSummary:
+           kernels: str = "auto", verbose: bool = False, progress: Progress | None = None) -> SelectSummary:
     """Write the `budget` best and most diverse records of `input` (scored by both Deita scorers) to `output`
     (None: stdout), best first, each with its evol score and its similarity to the nearest record kept before it.
     Embeddings come from `embeddings` (a `.npy` written by `embed` from the same input) or are computed with the
@@ -96,12 +101,13 @@ def select(input: PathLike, output: PathLike | None = None, *, budget: int, thre
     from .select_run import select_file
 
     return select_file(_source(input), output, budget=budget, threshold=threshold, model=model, embeddings=embeddings,
-                       split=split, config=config, threads=threads, n_gpu_layers=n_gpu_layers, verbose=verbose,
-                       progress=progress)
+                       split=split, config=config, threads=threads, n_gpu_layers=n_gpu_layers, kernels=kernels,
+                       verbose=verbose, progress=progress)
 
 
 def compare(a: PathLike, b: PathLike, data: PathLike, *, scorer: str = "quality", sample: int | None = None,
-            seed: int = 0, threads: int | None = None, json: PathLike | None = None, plot: PathLike | None = None,
+            seed: int = 0, threads: int | None = None, kernels: str = "auto", json: PathLike | None = None,
+            plot: PathLike | None = None,
             progress: Progress | None = None, log: Log | None = None) -> Comparison:
     """Compare scorer `a` with scorer `b` on the records of `data` (all, or `sample` drawn with `seed`): each is a
     scorer GGUF, scored here, or a file scored from `data`. Writes the figures as JSON to `json` and a PNG to `plot`
@@ -110,8 +116,8 @@ def compare(a: PathLike, b: PathLike, data: PathLike, *, scorer: str = "quality"
 
     for path in (a, b, data):
         _existing(path)
-    return compare_scorers(a, b, data, scorer=scorer, sample=sample, seed=seed, threads=threads, json_path=json,
-                           plot=plot, log=log, progress=progress)
+    return compare_scorers(a, b, data, scorer=scorer, sample=sample, seed=seed, threads=threads, kernels=kernels,
+                           json_path=json, plot=plot, log=log, progress=progress)
 
 
 @dataclass(frozen=True)

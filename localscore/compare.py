@@ -11,13 +11,13 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 
-from .agreement import Agreement, agreement
+from .agreement import agreement
+from .comparison import Comparison, Excluded
 from .durable import write_file
 from .errors import InputError, OutputError
 from .progress import Progress, silent
@@ -26,85 +26,10 @@ from .records import Record
 from .templates import TEMPLATES, Template
 
 GGUF_MAGIC = b"GGUF"
-# How many exclusion reasons the summary table lists; the JSON has them all.
-SHOWN_EXCLUSIONS = 5
-
-
-@dataclass(frozen=True)
-class Excluded:
-    record: int  # the record's number in the data file (line, or element index + 1)
-    reason: str
-
-
-@dataclass(frozen=True)
-class Comparison:
-    a: str
-    b: str
-    data: str
-    scorer: str
-    sample: int | None
-    seed: int
-    records: int  # in the data file
-    sampled: int
-    excluded: tuple[Excluded, ...]
-    per_turn: Agreement  # every turn score of the compared records, flattened
-    per_record: Agreement  # each record's turn scores summed, which is how Deita's selection ranks records
-    a_scores: np.ndarray  # per turn, for the plot
-    b_scores: np.ndarray
-
-    @property
-    def compared(self) -> int:
-        return self.per_record.n
-
-    def to_dict(self) -> dict:
-        return {
-            "a": self.a,
-            "b": self.b,
-            "data": self.data,
-            "scorer": self.scorer,
-            "sample": self.sample,
-            "seed": self.seed,
-            "records": self.records,
-            "sampled": self.sampled,
-            "compared": self.compared,
-            "excluded": [{"record": e.record, "reason": e.reason} for e in self.excluded],
-            "per_turn": self.per_turn.to_dict(),
-            "per_record": self.per_record.to_dict(),
-        }
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, ensure_ascii=False)
-
-    def table(self) -> list[str]:
-        """The human summary: what was compared, then one row per level."""
-        budgets = list(self.per_turn.top_overlap)
-        which = f"{self.sampled:,} of {self.records:,}" if self.sampled < self.records else f"all {self.records:,}"
-        lines = [
-            f"A: {self.a}",
-            f"B: {self.b}",
-            f"{which} records of {self.data} ({self.scorer} scorer, seed {self.seed}): "
-            f"{self.compared:,} compared, {len(self.excluded):,} excluded",
-            "",
-            f"{'':<11}{'n':>6}  Spearman ρ  Kendall τ  Pearson r  mean |Δ|  max |Δ|"
-            + "".join(f"{f'top {b:.0%}':>9}" for b in budgets),
-        ]
-        for name, level in (("per turn", self.per_turn), ("per record", self.per_record)):
-            lines.append(
-                f"{name:<11}{level.n:>6,}  {_fixed(level.spearman):>10}  {_fixed(level.kendall):>9}  "
-                f"{_fixed(level.pearson):>9}  {level.mean_abs_delta:>8.4f}  {level.max_abs_delta:>7.4f}"
-                + "".join(f"{level.top_overlap[b]:>9.3f}" for b in budgets)
-            )
-        lines.append("Δ = B - A; per record = the sum of its turn scores (Deita's ranking); "
-                     "top k% = share of A's top k% also in B's")
-        for e in self.excluded[:SHOWN_EXCLUSIONS]:
-            lines.append(f"excluded: record {e.record}: {e.reason}")
-        if len(self.excluded) > SHOWN_EXCLUSIONS:
-            lines.append(f"excluded: {len(self.excluded) - SHOWN_EXCLUSIONS:,} more (see the JSON output)")
-        return lines
 
 
 def compare(a: str | os.PathLike, b: str | os.PathLike, data: str | os.PathLike, *, scorer: str = "quality",
-            sample: int | None = None, seed: int = 0, threads: int | None = None,
+            sample: int | None = None, seed: int = 0, threads: int | None = None, kernels: str = "auto",
             json_path: str | os.PathLike | None = None, plot: str | os.PathLike | None = None,
             log: Callable[[str], None] | None = None, progress: Progress | None = None) -> Comparison:
     """Compare scorer A with scorer B on the records of `data` (all of them, or `sample` records drawn with
@@ -129,7 +54,7 @@ def compare(a: str | os.PathLike, b: str | os.PathLike, data: str | os.PathLike,
     chosen = [records[i] for i in positions]
     say = log or (lambda line: None)
     # Each side: per chosen record, its turn scores or why it has none.
-    sides = [_side_scores(path, label, positions, records, data, template, threads, say, progress)
+    sides = [_side_scores(path, label, positions, records, data, template, threads, kernels, say, progress)
              for label, path in (("A", a), ("B", b))]
 
     excluded: list[Excluded] = []
@@ -179,22 +104,24 @@ def is_gguf(path: str | os.PathLike) -> bool:
 
 
 def _side_scores(path: str | os.PathLike, label: str, positions: np.ndarray, records: list[Record],
-                 data: str | os.PathLike, template: Template, threads: int | None, log: Callable[[str], None],
+                 data: str | os.PathLike, template: Template, threads: int | None, kernels: str,
+                 log: Callable[[str], None],
                  progress: Progress | None) -> list[list[float] | str]:
     if is_gguf(path):
         log(f"scoring {len(positions):,} records of {os.fspath(data)} with {label} ({os.fspath(path)})")
-        return _model_scores(path, label, [records[i] for i in positions], template, threads, progress)
+        return _model_scores(path, label, [records[i] for i in positions], template, threads, kernels,
+                             progress)
     return _file_scores(path, label, positions, records, data, template)
 
 
 def _model_scores(path: str | os.PathLike, label: str, chosen: Sequence[Record], template: Template,
-                  threads: int | None, progress: Progress | None) -> list[list[float] | str]:
+                  threads: int | None, kernels: str, progress: Progress | None) -> list[list[float] | str]:
     from .batch import score_records
     from .scorer import Scorer  # loads llama.cpp, which comparing two scored files does not need
 
     out: list[list[float] | str] = []
     report, tokens = progress or silent, 0
-    with Scorer.from_path(path, template.name, threads=threads) as scorer:
+    with Scorer.from_path(path, template.name, threads=threads, kernels=kernels) as scorer:
         report(0, len(chosen), 0)
         for scored in score_records(scorer, chosen):
             if scored.error is None:
@@ -252,7 +179,3 @@ def _recorded_scores(record: Record, label: str, name: str, template: Template) 
 
 def _is_score(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _fixed(value: float) -> str:
-    return "n/a" if math.isnan(value) else f"{value:.4f}"

@@ -26,8 +26,8 @@ class Embedder(Model):
     """
 
     def __init__(self, path: str | os.PathLike, *, n_threads: int | None = None, n_gpu_layers: int | None = None,
-                 verbose: bool = False):
-        super().__init__(path, n_threads=n_threads, n_gpu_layers=n_gpu_layers, verbose=verbose)
+                 kernels: str = "auto", verbose: bool = False):
+        super().__init__(path, n_threads=n_threads, n_gpu_layers=n_gpu_layers, kernels=kernels, verbose=verbose)
         try:
             self.max_tokens = min(MAX_TOKENS, self.n_ctx_train)
             self._batch = llama_cpp.llama_batch_init(self.max_tokens, 0, 1)
@@ -44,8 +44,8 @@ class Embedder(Model):
 
     @classmethod
     def from_path(cls, path: str | os.PathLike, *, threads: int | None = None, n_gpu_layers: int | None = None,
-                  verbose: bool = False) -> "Embedder":
-        return cls(path, n_threads=threads, n_gpu_layers=n_gpu_layers, verbose=verbose)
+                  kernels: str = "auto", verbose: bool = False) -> "Embedder":
+        return cls(path, n_threads=threads, n_gpu_layers=n_gpu_layers, kernels=kernels, verbose=verbose)
 
     def _context_params(self, n_cells: int) -> llama_cpp.llama_context_params:
         cparams = self._base_context_params(n_cells)

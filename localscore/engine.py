@@ -9,9 +9,9 @@ from typing import Sequence
 import llama_cpp
 import numpy as np
 
-from .llama_model import EngineInfo, Model, has_amx, physical_cores
+from .llama_model import EngineInfo, Model, physical_cores
 
-__all__ = ["Engine", "EngineInfo", "HEAD_CELLS", "has_amx", "physical_cores"]
+__all__ = ["Engine", "EngineInfo", "HEAD_CELLS", "physical_cores"]
 
 # KV cells reserved for the shared head (the Deita templates' heads are 23 and 27 tokens).
 HEAD_CELLS = 64
@@ -32,8 +32,8 @@ class Engine(Model):
     """
 
     def __init__(self, path: str | os.PathLike, *, n_ctx: int | None = None, n_threads: int | None = None,
-                 n_gpu_layers: int | None = None, n_seq_max: int = 2, verbose: bool = False):
-        super().__init__(path, n_threads=n_threads, n_gpu_layers=n_gpu_layers, verbose=verbose)
+                 n_gpu_layers: int | None = None, n_seq_max: int = 2, kernels: str = "auto", verbose: bool = False):
+        super().__init__(path, n_threads=n_threads, n_gpu_layers=n_gpu_layers, kernels=kernels, verbose=verbose)
         try:
             # The longest prompt this engine evaluates; one decode call takes a whole prompt (or packed group).
             self.n_ctx = self.n_batch = n_ctx or self.n_ctx_train
@@ -48,7 +48,7 @@ class Engine(Model):
             self._seq_of = np.full(self.n_batch, -1, dtype=np.int32)
             self._ensure_cells(HEAD_CELLS, self._max_cells)
             self.info = EngineInfo(self.path, self.architecture, self.file_type, self.full_precision, self.n_ctx,
-                                   self.n_ctx_train, self.n_threads, self.n_gpu_layers)
+                                   self.n_ctx_train, self.n_threads, self.n_gpu_layers, self.kernels)
         except BaseException:
             self.close()
             raise

@@ -13,6 +13,7 @@ from typing import Sequence
 import llama_cpp
 
 from .errors import ModelError
+from .kernels import KernelChoice, choose, require_llama_cpp
 from .llama_log import LlamaLog
 
 # Architectures whose GGUF is a Llama-shaped decoder (Deita scorers are Llama-7B; Mistral converts to "llama").
@@ -24,6 +25,27 @@ CELL_STEP = 256
 
 _FTYPE_NAMES = {value: name.removeprefix("LLAMA_FTYPE_").removeprefix("MOSTLY_").lower()
                 for name, value in vars(llama_cpp).items() if name.startswith("LLAMA_FTYPE_")}
+
+
+def _file_type_name(ftype: int) -> str:
+    return _FTYPE_NAMES.get(ftype, str(ftype))
+
+
+def read_file_type(path: Path, log: LlamaLog) -> str:
+    """A GGUF's file type (e.g. "q4_k_m") from its metadata, read by llama.cpp without loading the weights."""
+    mparams = llama_cpp.llama_model_default_params()
+    mparams.vocab_only = True
+    with log.scope(fresh=True):
+        header = llama_cpp.llama_model_load_from_file(str(path).encode(), mparams)
+    if not header:
+        raise ModelError(f"cannot load {path}: not a valid GGUF model file{log.said()}")
+    try:
+        # llama_model_ftype() stays at its default in a vocab-only load; the metadata is read in full.
+        buf = ctypes.create_string_buffer(32)
+        n = llama_cpp.llama_model_meta_val_str(header, b"general.file_type", buf, len(buf))
+        return _file_type_name(int(buf.value)) if n >= 0 and buf.value.isdigit() else "unknown"
+    finally:
+        llama_cpp.llama_model_free(header)
 
 
 def physical_cores() -> int:
@@ -48,11 +70,6 @@ def physical_cores() -> int:
     return os.cpu_count() or 1
 
 
-def has_amx() -> bool:
-    """llama.cpp's AMX matmul crashes on quantized models (ggml-org/llama.cpp#20824)."""
-    return b"AMX_INT8 = 1" in (llama_cpp.llama_print_system_info() or b"")
-
-
 @dataclass(frozen=True)
 class EngineInfo:
     path: Path
@@ -63,6 +80,7 @@ class EngineInfo:
     n_ctx_train: int
     n_threads: int
     n_gpu_layers: int
+    kernels: KernelChoice
 
 
 class Model:
@@ -71,20 +89,21 @@ class Model:
     recreating it larger when a longer prompt arrives."""
 
     def __init__(self, path: str | os.PathLike, *, n_threads: int | None = None, n_gpu_layers: int | None = None,
-                 verbose: bool = False):
+                 kernels: str = "auto", verbose: bool = False):
         self._model = self._ctx = None
         self._batch: llama_cpp.llama_batch | None = None  # the subclass's decode batch, freed by close()
         self.log = LlamaLog(verbose)
         self.path = Path(path)
         if not self.path.is_file():
             raise ModelError(f"model file {self.path} does not exist; convert one with `localscore convert`")
+        require_llama_cpp()
         llama_cpp.llama_backend_init()
+        # The kernels depend on the weight type, and llama.cpp fixes them at load: read the header first.
+        self.kernels = choose(kernels, read_file_type(self.path, self.log))
         mparams = llama_cpp.llama_model_default_params()
         if n_gpu_layers is not None:
             mparams.n_gpu_layers = n_gpu_layers
-        if has_amx():
-            # Without the extra (AMX/repack) buffer types the CPU path is stable and, measured here, faster.
-            mparams.use_extra_bufts = False
+        mparams.use_extra_bufts = self.kernels.use_extra_bufts
         self.n_gpu_layers = mparams.n_gpu_layers
         with self.log.scope(fresh=True):
             self._model = llama_cpp.llama_model_load_from_file(str(self.path).encode(), mparams)
@@ -101,7 +120,7 @@ class Model:
         self.bos = llama_cpp.llama_vocab_bos(self._vocab)
         self.eos = llama_cpp.llama_vocab_eos(self._vocab)
         ftype = llama_cpp.llama_model_ftype(self._model)
-        self.file_type = _FTYPE_NAMES.get(ftype, str(ftype))
+        self.file_type = _file_type_name(ftype)
         self.full_precision = ftype == llama_cpp.LLAMA_FTYPE_ALL_F32
         self.n_ctx_train = llama_cpp.llama_model_n_ctx_train(self._model)
         self.n_threads = n_threads or physical_cores()

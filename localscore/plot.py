@@ -5,13 +5,10 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from .comparison import Comparison
 from .durable import write_file
 from .extras import require
-
-if TYPE_CHECKING:
-    from .compare import Comparison
 
 
 def require_matplotlib() -> None:

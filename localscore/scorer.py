@@ -34,14 +34,15 @@ class Scorer:
     @classmethod
     def from_path(cls, path: str | os.PathLike, scorer: str = "quality", *, ctx: int | None = None,
                   threads: int | None = None, n_gpu_layers: int | None = None, too_long: str = "truncate",
-                  pack: int = 1, verbose: bool = False) -> "Scorer":
+                  pack: int = 1, kernels: str = "auto", verbose: bool = False) -> "Scorer":
         """Load a scorer GGUF. `scorer` picks the prompt ("quality" or "complexity"); `ctx` defaults to the
         model's training context; `pack` > 1 evaluates that many prompts per decode (faster on GPUs, not
-        bit-reproducible on CPU)."""
+        bit-reproducible on CPU); `kernels` is "auto" (the fastest measured for this CPU and weight type),
+        "repacked" or "direct" (see localscore.kernels)."""
         if scorer not in TEMPLATES:
             raise InputError(f"unknown scorer {scorer!r}; choose {' or '.join(TEMPLATES)}")
         engine = Engine(path, n_ctx=ctx, n_threads=threads, n_gpu_layers=n_gpu_layers, n_seq_max=pack + 1,
-                        verbose=verbose)
+                        kernels=kernels, verbose=verbose)
         try:
             return cls(engine, TEMPLATES[scorer], too_long=too_long, pack=pack)
         except BaseException:

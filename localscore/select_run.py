@@ -48,7 +48,8 @@ class SelectSummary:
 def select_file(source: str | os.PathLike | BinaryIO, output: str | os.PathLike | None, *, budget: int,
                 threshold: float = 0.9, model: str | os.PathLike | None = None,
                 embeddings: str | os.PathLike | None = None, split: str = "train", config: str | None = None,
-                threads: int | None = None, n_gpu_layers: int | None = None, verbose: bool = False,
+                threads: int | None = None, n_gpu_layers: int | None = None, kernels: str = "auto",
+                verbose: bool = False,
                 cache_path: str | os.PathLike | None = None, progress: Progress | None = None) -> SelectSummary:
     """Write the selected records of `source` to `output` (None: stdout), best first, each with its evol score
     and its cosine similarity to the most similar record kept before it. Embeddings come from `embeddings`
@@ -74,7 +75,7 @@ def select_file(source: str | os.PathLike | BinaryIO, output: str | os.PathLike 
     if embeddings is not None:
         selection = diversity_filter(order, read_embeddings(embeddings, len(records)), budget, threshold)
     else:
-        selection = _lazy_selection(records, order, model, budget, threshold, threads, n_gpu_layers,
+        selection = _lazy_selection(records, order, model, budget, threshold, threads, n_gpu_layers, kernels,
                                     verbose, cache_path, progress, summary)
     summary.examined, summary.rejected, summary.selected = selection.examined, selection.rejected, len(selection.indices)
     for _, reason in selection.skipped:
@@ -98,14 +99,16 @@ def _evol_score(record: Record) -> float:
 
 
 def _lazy_selection(records: list[Record], order: np.ndarray, model: str | os.PathLike, budget: int,
-                    threshold: float, threads: int | None, n_gpu_layers: int | None, verbose: bool,
+                    threshold: float, threads: int | None, n_gpu_layers: int | None, kernels: str,
+                    verbose: bool,
                     cache_path: str | os.PathLike | None, progress: Progress | None, summary: SelectSummary):
     from .embedding import Embedder
     from .embedding_cache import CachedEmbedder, EmbeddingCache
 
     report = progress or silent
     report(0, None, 0)
-    with Embedder.from_path(Path(model), threads=threads, n_gpu_layers=n_gpu_layers, verbose=verbose) as embedder, \
+    with Embedder.from_path(Path(model), threads=threads, n_gpu_layers=n_gpu_layers, kernels=kernels,
+                            verbose=verbose) as embedder, \
             EmbeddingCache(embedder.fingerprint, cache_path) as cache:
         cached = CachedEmbedder(embedder, cache)
 

@@ -28,7 +28,7 @@ def some_pairs(pairs):
     return pairs[:24]
 
 
-@pytest.mark.parametrize("quant", ["f32", "q8_0"])
+@pytest.mark.parametrize("quant", ["f32", "q8_0", "q4_k_m"])
 def test_score_does_not_depend_on_order_neighbours_or_threads(gguf_file, some_pairs, quant):
     order = list(range(len(some_pairs)))
     shuffled = order[:]
