@@ -258,22 +258,51 @@ def _score_on_ray(input_path: str, output: Path | None, *, quiet: bool, not_with
               help="Write the figures as JSON to this file (- for stdout).")
 @click.option("plot", "--plot", type=click.Path(dir_okay=False, path_type=Path),
               help="Write a PNG: A vs B scatter and the histogram of B - A (needs localscore[plot]).")
-def compare(a: Path, b: Path, data: Path, scorer: str, sample: int | None, seed: int, threads: int | None,
-            json_path: str | None, plot: Path | None) -> None:
+@click.option("embedder", "--embedder", is_flag=True,
+              help="A and B are embedders: GGUFs or .npy files from `localscore embed DATA`.")
+@click.option("budget", "-k", "--budget", type=click.IntRange(min=1),
+              help="With --embedder: records to select (default: a fifth of those compared).")
+@click.option("threshold", "--threshold", type=click.FloatRange(0, 1), default=0.9, show_default=True,
+              help="With --embedder: the selection's similarity threshold.")
+@click.pass_context
+def compare(ctx: click.Context, a: Path, b: Path, data: Path, scorer: str, sample: int | None, seed: int,
+            threads: int | None, json_path: str | None, plot: Path | None, embedder: bool, budget: int | None,
+            threshold: float) -> None:
     """Compare two scorers on the same records: A and B are each a scorer GGUF or a file scored from DATA
     (localscore's output, or Deita's JSON with quality_scores lists).
 
     Prints Spearman, Kendall and Pearson correlations, mean and max |B - A|, and the overlap of the top 5/10/25 %
     per turn and per record.
 
+    With --embedder, A and B are two embedders instead: prints the cosine of each record's two embeddings, how
+    pairwise similarities move around --threshold, and, when DATA is scored by both scorers, how many of the
+    records Deita's selection keeps change.
+
     Example: localscore compare deita.q4_k_m.gguf deita.f16.gguf data.jsonl --sample 500 --plot compare.png
     """
-    from .compare import compare as compare_scorers
-
+    given = {name for name in ("scorer", "plot", "budget", "threshold")
+             if ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT}
     to_stdout = json_path == "-"
-    result = compare_scorers(a, b, data, scorer=scorer, sample=sample, seed=seed, threads=threads,
-                             json_path=None if to_stdout else json_path, plot=plot, log=_log,
-                             progress=sys.stderr.isatty())
+    if embedder:
+        for name in sorted(given & {"scorer", "plot"}):
+            raise click.UsageError(f"--{name} compares scorers; drop it or drop --embedder")
+        from .embedding_compare import compare_embedders
+
+        result = compare_embedders(a, b, data, budget=budget, threshold=threshold, sample=sample, seed=seed,
+                                   threads=threads, json_path=None if to_stdout else json_path, log=_log,
+                                   progress=sys.stderr.isatty())
+    else:
+        for name in sorted(given & {"budget", "threshold"}):
+            raise click.UsageError(f"--{name} compares embedders' selections: add --embedder")
+        from .compare import compare as compare_scorers, is_npy
+
+        for label, path in (("A", a), ("B", b)):
+            if is_npy(path):
+                raise click.UsageError(f"{label} ({path}) holds embeddings: add --embedder to compare embedders")
+
+        result = compare_scorers(a, b, data, scorer=scorer, sample=sample, seed=seed, threads=threads,
+                                 json_path=None if to_stdout else json_path, plot=plot, log=_log,
+                                 progress=sys.stderr.isatty())
     if to_stdout:
         click.echo(result.to_json())
     else:

@@ -23,6 +23,7 @@ from .records import Record, read_records
 from .templates import TEMPLATES, Template
 
 GGUF_MAGIC = b"GGUF"
+NPY_MAGIC = b"\x93NUMPY"
 # How many exclusion reasons the summary table lists; the JSON has them all.
 SHOWN_EXCLUSIONS = 5
 
@@ -151,7 +152,7 @@ def compare(a: str | os.PathLike, b: str | os.PathLike, data: str | os.PathLike,
         a_scores=a_turns, b_scores=b_turns,
     )
     if json_path is not None:
-        _write_text(Path(json_path), result.to_json() + "\n")
+        write_text(Path(json_path), result.to_json() + "\n")
     if plot is not None:
         from .plot import write_plot
 
@@ -168,9 +169,18 @@ def sample_positions(n: int, sample: int | None, seed: int) -> np.ndarray:
 
 
 def is_gguf(path: str | os.PathLike) -> bool:
+    return _starts_with(path, GGUF_MAGIC)
+
+
+def is_npy(path: str | os.PathLike) -> bool:
+    """Whether `path` is a numpy .npy file (as `localscore embed` writes embeddings)."""
+    return _starts_with(path, NPY_MAGIC)
+
+
+def _starts_with(path: str | os.PathLike, magic: bytes) -> bool:
     try:
         with open(path, "rb") as f:
-            return f.read(len(GGUF_MAGIC)) == GGUF_MAGIC
+            return f.read(len(magic)) == magic
     except OSError as e:
         raise InputError(f"cannot read {os.fspath(path)}: {e.strerror}") from None
 
@@ -253,7 +263,7 @@ def _is_score(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _write_text(path: Path, text: str) -> None:
+def write_text(path: Path, text: str) -> None:
     try:
         path.write_text(text, encoding="utf-8")
     except OSError as e:
