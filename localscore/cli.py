@@ -39,7 +39,16 @@ class _Group(click.Group):
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             ctx.exit(_BROKEN_PIPE_STATUS)
         except LocalscoreError as e:
-            raise click.ClickException(str(e)) from None
+            raise click.ClickException(e.render(lambda name: _flag(ctx, name))) from None
+
+
+def _flag(ctx: click.Context, name: str) -> str:
+    """The running command's own spelling of the API parameter `name` (its longest flag)."""
+    command = ctx.command.get_command(ctx, ctx.invoked_subcommand) if ctx.invoked_subcommand else ctx.command
+    for param in getattr(command, "params", ()):
+        if param.name == name and param.opts:
+            return max(param.opts, key=len) if param.param_type_name == "option" else param.human_readable_name
+    return f"{name}="
 
 
 def _log(message: str) -> None:

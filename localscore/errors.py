@@ -1,8 +1,32 @@
-"""Errors a user can cause. The CLI turns each into one line; anything else is a bug and keeps its traceback."""
+"""Errors a user can cause. The CLI turns each into one line; anything else is a bug and keeps its traceback.
+
+Library code never names a CLI flag. A message that tells the user which option to change writes it as a
+placeholder of the API parameter's name, `{resume}`, and lists it in `options`: `str(error)` quotes the
+parameter name (`'resume'`), the CLI spells it as its own flag (`--resume`)."""
+
+from __future__ import annotations
+
+import re
+from typing import Callable, Iterable
 
 
 class LocalscoreError(Exception):
     """Base class: the message is shown to the user as-is, so it names the file/record and what to do."""
+
+    def __init__(self, message: str, *, options: Iterable[str] = ()):
+        super().__init__(message)
+        self.template = message
+        self.options = tuple(options)
+
+    def render(self, spell: Callable[[str], str]) -> str:
+        """The message with each option placeholder spelled by `spell(name)`; other braces stay as they are."""
+        if not self.options:
+            return self.template
+        names = "|".join(re.escape(name) for name in self.options)
+        return re.sub(r"\{(" + names + r")\}", lambda m: spell(m.group(1)), self.template)
+
+    def __str__(self) -> str:
+        return self.render(lambda name: f"'{name}'")
 
 
 class InputError(LocalscoreError):
@@ -18,7 +42,8 @@ class ConversionError(LocalscoreError):
 
 
 class OutputError(LocalscoreError):
-    """An output that cannot be written: the input itself, a folder, a full disk, a resume into a device."""
+    """An output that cannot be written: the input itself, a folder, a full disk, a resume into a device, another
+    run writing the same output."""
 
 
 class OutputClosed(LocalscoreError):
