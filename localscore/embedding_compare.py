@@ -146,7 +146,7 @@ def compare_embedders(a: str | os.PathLike, b: str | os.PathLike, data: str | os
     compared = [records[positions[k]] for k in keep]
     evol, unscored = _evol_scores(compared, data)
     if unscored is not None and budget is not None:
-        raise InputError(f"a budget needs a scored data file, and {unscored}")
+        raise InputError(f"{{budget}} needs a data file scored by both scorers, and {unscored}", options=("budget",))
     selection = None
     if evol is not None:
         chosen = budget if budget is not None else max(1, round(DEFAULT_BUDGET_SHARE * len(compared)))

@@ -166,8 +166,13 @@ def test_unscored_data_compares_embeddings_but_no_selection(tmp_path, files, rec
     result = compare_embedders(a, b, plain)
     assert result.selection is None and result.unscored == f"{plain} has no quality and complexity scores"
     assert result.table()[-2] == f"selection: not compared ({plain} has no quality and complexity scores)"
-    with pytest.raises(InputError, match=r"^a budget needs a scored data file, and .* has no quality and "):
+    with pytest.raises(InputError, match=r"^'budget' needs a data file scored by both scorers, and .* has no "):
         compare_embedders(a, b, plain, budget=5)
+    result = CliRunner().invoke(cli, ["compare", str(a), str(b), str(plain), "--embedder", "-k", "5"],
+                                catch_exceptions=False)
+    assert (result.exit_code, result.output) == (1, (
+        f"Error: --budget needs a data file scored by both scorers, and {plain} has no quality and complexity "
+        "scores\n"))
 
 
 def test_cli_prints_the_table_and_the_json(files):
