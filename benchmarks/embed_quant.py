@@ -14,7 +14,8 @@ every type, so a change in the selection is the embedder's alone. Each type embe
 RSS from wait4); the figures come from `localscore.embedding_compare.compare_embedders` (what `localscore compare
 --embedder` prints), f32 as A.
 
-    .venv/bin/python benchmarks/embed_quant.py [--conversations 96] [--models wide,trained] [--json FILE]
+    .venv/bin/python benchmarks/embed_quant.py [--conversations 16] [--trained-conversations 500]
+        [--models wide,trained] [--types f16,q8_0,...] [--threads N] [--json FILE]
 
 Built files are kept under benchmarks/work/embed_quant/ (the wide checkpoint and its GGUFs take ~17 GB of disk).
 """
@@ -68,7 +69,7 @@ def work_convert(folder: str, out: str, quant: str) -> dict:
     return {}
 
 
-def work_embed(model: str, data: str, out: str) -> dict:
+def work_embed(model: str, data: str, out: str, threads: str) -> dict:
     import numpy as np
 
     from localscore.embed_run import turns_of
@@ -76,7 +77,7 @@ def work_embed(model: str, data: str, out: str) -> dict:
     from localscore.records import read_records
     from localscore.templates import QUALITY
 
-    with Embedder.from_path(model) as embedder:
+    with Embedder.from_path(model, threads=int(threads) or None) as embedder:
         ids = [embedder.ids(turns_of(record)) for record in read_records(data, QUALITY)]
         embedder.embed_ids(ids[0])  # warm-up
         start = time.perf_counter()
@@ -108,9 +109,9 @@ def conversations_file(n: int) -> Path:
     return path
 
 
-def ggufs(name: str, folder: Path) -> dict[str, Path]:
+def ggufs(name: str, folder: Path, types: list[str]) -> dict[str, Path]:
     out = {}
-    for quant in TYPES:
+    for quant in types:
         path = OUT / f"{name}.{quant}.gguf"
         if not path.is_file():
             print(f"embed_quant: converting {name} to {quant}", file=sys.stderr, flush=True)
@@ -136,19 +137,24 @@ def load() -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--conversations", type=int, default=96, help="for the wide model (trained: all 500)")
+    parser.add_argument("--conversations", type=int, default=16, help="conversations for the wide model")
+    parser.add_argument("--trained-conversations", type=int, default=500, help="conversations for the trained one")
+    parser.add_argument("--types", default=",".join(TYPES), help="weight types to measure; f32 is always one")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="threads per embedder (default: physical cores; 1 is faster on a crowded machine)")
     parser.add_argument("--models", default="wide,trained", help="which of wide,trained to measure")
     parser.add_argument("--json", type=Path, help="also write the raw figures here")
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
+    types = ["f32"] + [t for t in TYPES if t != "f32" and t in args.types.split(",")]
     results = {}
     for name in args.models.split(","):
-        models = ggufs(name, checkpoint(name))
-        data = conversations_file(args.conversations if name == "wide" else 500)
+        models = ggufs(name, checkpoint(name), types)
+        data = conversations_file(args.conversations if name == "wide" else args.trained_conversations)
         print(f"\nembed_quant: {name}: embedding {data.name} ({load()})", file=sys.stderr, flush=True)
         speed = {}
         for quant, path in models.items():
-            r = run(me("embed", str(path), str(data), str(OUT / f"{name}.{quant}.npy")))
+            r = run(me("embed", str(path), str(data), str(OUT / f"{name}.{quant}.npy"), str(args.threads)))
             speed[quant] = r.report | {"rss_mb": r.rss_mb, "bytes": path.stat().st_size}
             print(f"embed_quant: {name} {quant}: {r.report['embeddings'] / r.report['seconds']:.2f}/s "
                   f"({load()})", file=sys.stderr, flush=True)
@@ -159,7 +165,7 @@ def main() -> None:
         data, speed = result["data"], result["speed"]
         base = speed["f32"]["embeddings"] / speed["f32"]["seconds"]
         rows = []
-        for quant in TYPES:
+        for quant in types:
             c = compare_embedders(OUT / f"{name}.f32.npy", OUT / f"{name}.{quant}.npy", data,
                                   budget=max(1, round(BUDGET_SHARE * speed[quant]["embeddings"])),
                                   threshold=THRESHOLD)
