@@ -82,7 +82,8 @@ def _encode_block(block: np.ndarray, dtype: DType, target: gguf.GGMLQuantization
     with np.errstate(over="ignore"):  # overflow is checked, and reported with the tensor's name, just below
         halves = values.astype(np.float16)
     if not np.isfinite(halves).all() and np.isfinite(values).all():
-        raise ConversionError(f"{name} has values beyond float16's range; convert with --quant bf16 or f32 instead")
+        raise ConversionError(f"{name} has values beyond float16's range; convert with {{quant}} bf16 or f32 instead",
+                              options=["quant"])
     return halves
 
 

@@ -19,6 +19,7 @@ from convert.llama import ARCH_NAME, LlamaParams, PlannedTensor, plan_tensors, r
 from convert.quantize import quantize
 from convert.tensor import DType
 from convert.vocab import Vocab, load_vocab
+from localscore.durable import publish_written
 from localscore.errors import ConversionError
 
 Q = gguf.GGMLQuantizationType
@@ -70,7 +71,7 @@ def run(source_name: str, output: Path, quant: str, log: Callable[[str], None]) 
             log(f"quantizing to {quant}")
             quantize(intermediate, partial_output, quant)
             gguf_file.verify(partial_output, tensors, check_types=False)
-        partial_output.replace(output)
+        publish_written(partial_output, output)
     finally:
         partial_output.unlink(missing_ok=True)
         intermediate.unlink(missing_ok=True)

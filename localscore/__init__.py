@@ -1,10 +1,16 @@
-"""localscore: the Deita data-quality scorers, quantized, scored locally through llama.cpp."""
+"""localscore: the Deita data-quality scorers, quantized, scored locally through llama.cpp.
+
+The API is the CLI: `score`, `embed`, `select`, `compare` and `merge` each do what the command of that name does,
+with its options as keyword arguments (see commands.py). `Scorer` and `Embedder` are the loaded models underneath."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .errors import ConversionError, InputError, LocalscoreError, ModelError
+# The comparison module before the function of the same name: importing it later would rebind `compare` to it.
+from . import compare as _comparison  # noqa: F401
+from .commands import compare, embed, merge, score, select
+from .errors import ConversionError, InputError, LocalscoreError, ModelError, OutputError
 
 if TYPE_CHECKING:
     from .embedding import Embedder
@@ -12,7 +18,8 @@ if TYPE_CHECKING:
 
 __version__ = "0.1.0"
 
-__all__ = ["Scorer", "Embedder", "LocalscoreError", "InputError", "ModelError", "ConversionError", "__version__"]
+__all__ = ["score", "embed", "select", "compare", "merge", "Scorer", "Embedder", "LocalscoreError", "InputError",
+           "OutputError", "ModelError", "ConversionError", "__version__"]
 
 
 def __getattr__(name: str):

@@ -7,7 +7,6 @@ import itertools
 from dataclasses import dataclass
 from typing import Iterable, Iterator
 
-from .errors import InputError
 from .prompts import Prompt, PromptTooLong
 from .records import Record, result
 from .scorer import Scorer
@@ -32,15 +31,15 @@ class Scored:
         return len(self.scores)
 
 
-def score_records(scorer: Scorer, records: Iterable[Record], *, strict: bool = False) -> Iterator[Scored]:
+def score_records(scorer: Scorer, records: Iterable[Record]) -> Iterator[Scored]:
     """Score `records` in order, yielding each one's result as soon as it is scored (with pack=1, before the next
-    record is decoded). A bad record yields its `<scorer>_error` result; with `strict` it raises InputError."""
+    record is decoded). A bad record yields its `<scorer>_error` result."""
     it = iter(records)
     while chunk := list(itertools.islice(it, CHUNK)):
         for group in _groups([_prepare(scorer, record) for record in chunk], scorer.pack):
             scores = iter(scorer.score_prompts([p for item in group for p in item.prompts]))
             for item in group:
-                yield _scored(scorer, item, [next(scores) for _ in item.prompts], strict)
+                yield _scored(scorer, item, [next(scores) for _ in item.prompts])
 
 
 @dataclass(frozen=True)
@@ -51,6 +50,7 @@ class _Prepared:
 
 
 def _prepare(scorer: Scorer, record: Record) -> _Prepared:
+    record = record.reading(scorer.template)
     if record.error:
         return _Prepared(record, [], record.error)
     prompts = []
@@ -78,11 +78,9 @@ def _groups(items: list[_Prepared], pack: int) -> Iterator[list[_Prepared]]:
         yield group
 
 
-def _scored(scorer: Scorer, item: _Prepared, scores: list[float], strict: bool) -> Scored:
+def _scored(scorer: Scorer, item: _Prepared, scores: list[float]) -> Scored:
     template = scorer.template
     if item.error is not None:
-        if strict:
-            raise InputError(f"record {item.record.number}: {item.error} (--strict stops at the first bad record)")
         return Scored(item.record, result(item.record, template, error=item.error), [], 0, False, item.error)
     truncated = any(p.truncated for p in item.prompts)
     return Scored(item.record, result(item.record, template, scores, truncated=truncated), scores,

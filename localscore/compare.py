@@ -18,8 +18,11 @@ from typing import Callable, Sequence
 import numpy as np
 
 from .agreement import Agreement, agreement
-from .errors import InputError
-from .records import Record, read_records
+from .durable import write_file
+from .errors import InputError, OutputError
+from .progress import Progress, silent
+from .reader import read_records
+from .records import Record
 from .templates import TEMPLATES, Template
 
 GGUF_MAGIC = b"GGUF"
@@ -104,7 +107,7 @@ class Comparison:
 def compare(a: str | os.PathLike, b: str | os.PathLike, data: str | os.PathLike, *, scorer: str = "quality",
             sample: int | None = None, seed: int = 0, threads: int | None = None,
             json_path: str | os.PathLike | None = None, plot: str | os.PathLike | None = None,
-            log: Callable[[str], None] | None = None, progress: bool = False) -> Comparison:
+            log: Callable[[str], None] | None = None, progress: Progress | None = None) -> Comparison:
     """Compare scorer A with scorer B on the records of `data` (all of them, or `sample` records drawn with
     `seed`). A and B are each a scorer GGUF (scored here, one prompt per decode, so the result is reproducible)
     or a file scored from `data`. Writes the figures as JSON to `json_path` and a scatter + histogram PNG to
@@ -120,9 +123,9 @@ def compare(a: str | os.PathLike, b: str | os.PathLike, data: str | os.PathLike,
     inputs = {Path(p).resolve() for p in (a, b, data)}
     for output in (json_path, plot):
         if output is not None and Path(output).resolve() in inputs:
-            raise InputError(f"{output} is one of the inputs; write the JSON and the plot to new files")
+            raise OutputError(f"{output} is one of the inputs; write the JSON and the plot to new files")
     template = TEMPLATES[scorer]
-    records = list(read_records(data, template))
+    records = [record.reading(template) for record in read_records(data)]
     positions = sample_positions(len(records), sample, seed)
     chosen = [records[i] for i in positions]
     say = log or (lambda line: None)
@@ -152,7 +155,7 @@ def compare(a: str | os.PathLike, b: str | os.PathLike, data: str | os.PathLike,
         a_scores=a_turns, b_scores=b_turns,
     )
     if json_path is not None:
-        write_text(Path(json_path), result.to_json() + "\n")
+        write_file(json_path, (result.to_json() + "\n").encode("utf-8"))
     if plot is not None:
         from .plot import write_plot
 
@@ -187,7 +190,7 @@ def _starts_with(path: str | os.PathLike, magic: bytes) -> bool:
 
 def _side_scores(path: str | os.PathLike, label: str, positions: np.ndarray, records: list[Record],
                  data: str | os.PathLike, template: Template, threads: int | None, log: Callable[[str], None],
-                 progress: bool) -> list[list[float] | str]:
+                 progress: Progress | None) -> list[list[float] | str]:
     if is_gguf(path):
         log(f"scoring {len(positions):,} records of {os.fspath(data)} with {label} ({os.fspath(path)})")
         return _model_scores(path, label, [records[i] for i in positions], template, threads, progress)
@@ -195,30 +198,28 @@ def _side_scores(path: str | os.PathLike, label: str, positions: np.ndarray, rec
 
 
 def _model_scores(path: str | os.PathLike, label: str, chosen: Sequence[Record], template: Template,
-                  threads: int | None, progress: bool) -> list[list[float] | str]:
+                  threads: int | None, progress: Progress | None) -> list[list[float] | str]:
     from .batch import score_records
-    from .progress import Progress
     from .scorer import Scorer  # loads llama.cpp, which comparing two scored files does not need
 
     out: list[list[float] | str] = []
-    bar = Progress(len(chosen), enabled=progress)
+    report, tokens = progress or silent, 0
     with Scorer.from_path(path, template.name, threads=threads) as scorer:
-        try:
-            for scored in score_records(scorer, chosen):
-                if scored.error is None:
-                    out.append(scored.scores)
-                else:  # a bad data record, or a prompt over this model's context
-                    out.append(f"{'data' if scored.record.error else label}: {scored.error}")
-                bar.update(1, scored.tokens)
-        finally:
-            bar.close()
+        report(0, len(chosen), 0)
+        for scored in score_records(scorer, chosen):
+            if scored.error is None:
+                out.append(scored.scores)
+            else:  # a bad data record, or a prompt over this model's context
+                out.append(f"{'data' if scored.record.error else label}: {scored.error}")
+            tokens += scored.tokens
+            report(len(out), len(chosen), tokens)
     return out
 
 
 def _file_scores(path: str | os.PathLike, label: str, positions: np.ndarray, records: Sequence[Record],
                  data: str | os.PathLike, template: Template) -> list[list[float] | str]:
     name, data_name = os.fspath(path), os.fspath(data)
-    scored = list(read_records(path, template))
+    scored = [record.reading(template) for record in read_records(path)]
     if len(scored) != len(records):
         raise InputError(f"{name} has {len(scored):,} records but {data_name} has {len(records):,}: "
                          f"compare a file scored from {data_name} (one result per record, in order)")
@@ -261,13 +262,6 @@ def _recorded_scores(record: Record, label: str, name: str, template: Template) 
 
 def _is_score(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def write_text(path: Path, text: str) -> None:
-    try:
-        path.write_text(text, encoding="utf-8")
-    except OSError as e:
-        raise InputError(f"cannot write {path}: {e.strerror}") from None
 
 
 def _fixed(value: float) -> str:

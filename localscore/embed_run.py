@@ -13,10 +13,10 @@ import numpy as np
 from .embedding import Embedder
 from .embedding_cache import CachedEmbedder, EmbeddingCache
 from .embeddings_file import EmbeddingsWriter
-from .progress import Progress
+from .progress import Progress, silent
 from .output import refuse_input_as_output
-from .records import Record, read_records
-from .templates import QUALITY
+from .reader import read_records
+from .records import Record
 
 
 @dataclass
@@ -40,18 +40,22 @@ def turns_of(record: Record) -> list[tuple[str, str]]:
 
 
 def embed_file(source: str | os.PathLike | BinaryIO, output: str | os.PathLike, embedder: Embedder, *,
-               cache_path: str | os.PathLike | None = None, progress: bool = False) -> EmbedSummary:
-    """Write the embedding of every record of `source` to `output` (float32 `.npy`, row i = record i).
+               cache_path: str | os.PathLike | None = None, progress: Progress | None = None, split: str = "train",
+               config: str | None = None) -> EmbedSummary:
+    """Write the embedding of every record of `source` (any input reader.read_records reads; `split` and `config`
+    choose the part of a hub dataset or saved DatasetDict) to `output` (float32 `.npy`, row i = record i).
 
     A record that cannot be embedded (not a conversation, a final question without answer, ...) gets a row of
-    NaN and is counted as errored; it never moves the rows after it.
+    NaN and is counted as errored; it never moves the rows after it. `progress` is called with the records done,
+    the input's records (where cheap to know) and the tokens.
     """
     refuse_input_as_output(source, output)
     summary = EmbedSummary()
     start = time.perf_counter()
-    records = read_records(source, QUALITY)
+    records = read_records(source, split=split, config=config)
     nan_row = np.full(embedder.n_embd, np.nan, dtype=np.float32)
-    bar = Progress(None, enabled=progress)
+    report = progress or silent
+    report(0, records.count, 0)
     with EmbeddingCache(embedder.fingerprint, cache_path) as cache, EmbeddingsWriter(output, embedder.n_embd) as out:
         cached = CachedEmbedder(embedder, cache)
         try:
@@ -60,11 +64,9 @@ def embed_file(source: str | os.PathLike | BinaryIO, output: str | os.PathLike, 
                 if record.error:
                     summary.errored += 1
                     out.write(nan_row)
-                    bar.update(1, 0)
-                    continue
-                tokens = cached.tokens
-                out.write(cached.vector(turns_of(record)))
-                bar.update(1, cached.tokens - tokens)
+                else:
+                    out.write(cached.vector(turns_of(record)))
+                report(summary.records, records.count, cached.tokens)
         except KeyboardInterrupt:
             from .runner import Interrupted
 
@@ -72,7 +74,6 @@ def embed_file(source: str | os.PathLike | BinaryIO, output: str | os.PathLike, 
             raise Interrupted(f"interrupted after {summary.records:,} records; run the same command again to "
                               "continue (computed embeddings are cached)", summary) from None
         finally:
-            bar.close()
             # Also on Ctrl-C: the summary the interrupt carries is this object.
             summary.computed, summary.reused, summary.tokens = cached.computed, cached.reused, cached.tokens
         out.finish()

@@ -11,7 +11,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .errors import InputError
+from .errors import OutputError
 from .models import cache_dir
 
 # Commits are batched: one fsync per this many new vectors (a killed run loses at most these).
@@ -36,7 +36,7 @@ class EmbeddingCache:
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("CREATE TABLE IF NOT EXISTS vectors (key BLOB PRIMARY KEY, vector BLOB NOT NULL)")
         except (OSError, sqlite3.Error) as e:
-            raise InputError(f"cannot use the embedding cache {self.path}: {e}; set LOCALSCORE_CACHE to a "
+            raise OutputError(f"cannot use the embedding cache {self.path}: {e}; set LOCALSCORE_CACHE to a "
                              "writable folder") from None
 
     def _key(self, ids: Sequence[int]) -> bytes:

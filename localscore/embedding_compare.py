@@ -16,15 +16,17 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .compare import Excluded, is_gguf, is_npy, sample_positions, write_text
+from .compare import Excluded, is_gguf, is_npy, sample_positions
+from .durable import write_file
 from .embed_run import turns_of
 from .embedding_agreement import (NEAR, PairShift, SelectionChange, VectorAgreement, pair_shift, selection_change,
                                   vector_agreement)
 from .embeddings_file import read_embeddings
 from .errors import InputError
-from .records import Record, read_records
+from .progress import Progress, silent
+from .reader import read_records
+from .records import Record
 from .select_run import record_evol_score
-from .templates import QUALITY
 
 # A budget left unset selects this share of the compared records.
 DEFAULT_BUDGET_SHARE = 0.2
@@ -100,7 +102,7 @@ def compare_embedders(a: str | os.PathLike, b: str | os.PathLike, data: str | os
                       budget: int | None = None, threshold: float = 0.9, sample: int | None = None, seed: int = 0,
                       threads: int | None = None, json_path: str | os.PathLike | None = None,
                       cache_path: str | os.PathLike | None = None, log: Callable[[str], None] | None = None,
-                      progress: bool = False) -> EmbedderComparison:
+                      progress: Progress | None = None) -> EmbedderComparison:
     """Compare embedder A with embedder B on the records of `data` (all, or `sample` drawn with `seed`). A and B
     are each an embedder GGUF (run here; its vectors go to the embedding cache) or a `.npy` file from
     `localscore embed` of `data`. When `data` carries quality and complexity scores, Deita's selection of
@@ -114,7 +116,7 @@ def compare_embedders(a: str | os.PathLike, b: str | os.PathLike, data: str | os
     if json_path is not None and Path(json_path).resolve() in {Path(p).resolve() for p in (a, b, data)}:
         raise InputError(f"{json_path} is one of the inputs; write the JSON to a new file")
     kinds = {label: _kind(path, label) for label, path in (("A", a), ("B", b))}
-    records = list(read_records(data, QUALITY))
+    records = list(read_records(data))
     positions = sample_positions(len(records), sample, seed)
     say = log or (lambda line: None)
     sides = {}
@@ -157,7 +159,7 @@ def compare_embedders(a: str | os.PathLike, b: str | os.PathLike, data: str | os
         pairs=pair_shift(vectors_a, vectors_b, threshold, seed), selection=selection, unscored=unscored,
     )
     if json_path is not None:
-        write_text(Path(json_path), result.to_json() + "\n")
+        write_file(json_path, (result.to_json() + "\n").encode("utf-8"))
     return result
 
 
@@ -171,24 +173,19 @@ def _kind(path: str | os.PathLike, label: str) -> str:
 
 
 def _model_vectors(path: str | os.PathLike, chosen: Sequence[Record], threads: int | None,
-                   cache_path: str | os.PathLike | None, progress: bool) -> np.ndarray:
+                   cache_path: str | os.PathLike | None, progress: Progress | None) -> np.ndarray:
     from .embedding import Embedder  # loads llama.cpp, which comparing two .npy files does not need
     from .embedding_cache import CachedEmbedder, EmbeddingCache
-    from .progress import Progress
-
-    bar = Progress(len(chosen), enabled=progress)
+    report = progress or silent
     with Embedder.from_path(path, threads=threads) as embedder, \
             EmbeddingCache(embedder.fingerprint, cache_path) as cache:
         cached = CachedEmbedder(embedder, cache)
         nan_row = np.full(embedder.n_embd, np.nan, dtype=np.float32)
         rows = []
-        try:
-            for record in chosen:
-                tokens = cached.tokens
-                rows.append(nan_row if record.error else cached.vector(turns_of(record)))
-                bar.update(1, cached.tokens - tokens)
-        finally:
-            bar.close()
+        report(0, len(chosen), 0)
+        for record in chosen:
+            rows.append(nan_row if record.error else cached.vector(turns_of(record)))
+            report(len(rows), len(chosen), cached.tokens)
     return np.stack(rows) if rows else np.zeros((0, len(nan_row)), dtype=np.float32)
 
 

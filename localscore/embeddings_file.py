@@ -6,70 +6,62 @@ completes; until then the file is `<path>.partial`. numpy reads the result with 
 
 from __future__ import annotations
 
-import contextlib
 import os
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
+from .durable import OutputLock, Sink
 from .errors import InputError, OutputError
-from .output import DISK_FULL
 
 DTYPE = np.dtype("<f4")
 # Room for any shape's header (the dict is ~70 characters); a multiple of 64 keeps the rows aligned.
 _HEADER_BYTES = 128
+# What to do after a full disk: the vectors computed so far are in the embedding cache.
+_AGAIN = "run the same command again (computed embeddings are cached)"
 
 
 class EmbeddingsWriter:
     """Append rows of `dim` floats to `<path>.partial`; `finish()` writes the count and renames it onto `path`.
 
-    An existing `path` is untouched until then; leaving the `with` block without `finish()` keeps the partial."""
+    An existing `path` is untouched until then; leaving the `with` block without `finish()` keeps the partial.
+    The output is locked from here to the end (see durable.OutputLock)."""
 
     def __init__(self, path: str | os.PathLike, dim: int):
         self.path = Path(path)
         self.dim = dim
         self.rows = 0
-        self._partial = self.path.with_name(self.path.name + ".partial")
         if self.path.is_dir():
-            raise InputError(f"output {self.path} is a folder; give a file name")
+            raise OutputError(f"output {self.path} is a folder; give a file name")
+        self._sink: Sink | None = None
+        self._lock = OutputLock(self.path).acquire()
         try:
-            self._file = open(self._partial, "wb")
-        except OSError as e:
-            raise InputError(f"cannot write {self._partial}: {e.strerror}") from None
-        self._file.write(_header(0, dim))
+            self._sink = Sink.open(self.path.with_name(self.path.name + ".partial"),
+                                   os.O_WRONLY | os.O_CREAT | os.O_TRUNC, resumable=False, advice=_AGAIN)
+            self._sink.write(_header(0, dim))
+        except BaseException:
+            self.close()
+            raise
 
     def write(self, rows: np.ndarray) -> None:
         rows = np.asarray(rows, dtype=DTYPE).reshape(-1, self.dim)
-        with self._disk_full_is_one_line():
-            self._file.write(rows.tobytes())
+        self._sink.write(rows.tobytes())
         self.rows += len(rows)
 
     def finish(self) -> None:
-        with self._disk_full_is_one_line():
-            self._file.seek(0)
-            self._file.write(_header(self.rows, self.dim))
-            self._file.flush()
-            os.fsync(self._file.fileno())
-        self._file.close()
-        os.replace(self._partial, self.path)
+        self._sink.write_at(0, _header(self.rows, self.dim))
+        self._sink.commit(self.path)
 
-    @contextlib.contextmanager
-    def _disk_full_is_one_line(self) -> Iterator[None]:
-        try:
-            yield
-        except OSError as e:
-            if e.errno not in DISK_FULL:
-                raise
-            raise OutputError(f"disk full writing {self._partial}; free some space, then run the same command "
-                              "again (computed embeddings are cached)") from None
+    def close(self) -> None:
+        if self._sink is not None:
+            self._sink.close()
+        self._lock.release()
 
     def __enter__(self) -> "EmbeddingsWriter":
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if not self._file.closed:
-            self._file.close()
+        self.close()
 
 
 def read_embeddings(path: str | os.PathLike, rows: int | None = None) -> np.ndarray:

@@ -41,6 +41,10 @@ class ConversionError(LocalscoreError):
     """A checkpoint that cannot be converted (unsafe pickle, unsupported architecture or tokenizer, corrupt file)."""
 
 
+class UsageError(InputError):
+    """Options that do not go together (`actors` without `ray`); the CLI reports it as a usage error."""
+
+
 class OutputError(LocalscoreError):
     """An output that cannot be written: the input itself, a folder, a full disk, a resume into a device, another
     run writing the same output."""

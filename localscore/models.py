@@ -1,4 +1,4 @@
-"""Where models come from when -m is not given: the official Deita scorers, converted once into a local cache."""
+"""Where models come from when no model is given: the official Deita scorers, converted once into a local cache."""
 
 from __future__ import annotations
 
@@ -33,8 +33,9 @@ def default_model(scorer: str, log: Callable[[str], None] | None = None) -> Path
     try:
         from convert import convert
     except ImportError:
-        raise ModelError(f"no model given (-m) and {path} is not cached; pass -m MODEL.gguf, or install the "
-                         "converter (pip install 'localscore[convert]') to make it on first use") from None
+        raise ModelError(f"no model given ({{model}}) and {path} is not cached; give a scorer GGUF as {{model}}, or "
+                         "install the converter (pip install 'localscore[convert]') to make it on first use",
+                         options=["model"]) from None
     path.parent.mkdir(parents=True, exist_ok=True)
     # Processes that start at once (Ray actors on one node, a job array) convert one at a time: two conversions
     # would write the same .partial file. filelock comes with huggingface-hub, which uses it for its own cache; it
@@ -54,8 +55,9 @@ def default_model(scorer: str, log: Callable[[str], None] | None = None) -> Path
         try:
             convert(repo, path, DEFAULT_QUANT, log=log)
         except LocalscoreError as e:
-            raise ModelError(f"no model given (-m) and the default {scorer} scorer is not in {path}: {e}; "
-                             f"then pass it with -m or put it at that path") from None
+            raise ModelError(f"no model given ({{model}}) and the default {scorer} scorer is not in {path}: "
+                             f"{e}; then give it as {{model}} or put it at that path", options=["model"]
+                             ) from None
     finally:
         lock.release()
     return path

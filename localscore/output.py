@@ -1,22 +1,21 @@
 """Where results go: one writer interface with a writer per format (JSON Lines here, Parquet in parquet_output),
 and the rules that keep every output safe: a file only takes its name when complete, a device or FIFO is written
-in place and never replaced, the input is never the output, and a full disk leaves a resumable `.partial`."""
+in place and never replaced, the input is never the output, a full disk leaves a resumable `.partial`, and one run
+at a time writes an output (durable.OutputLock). The bytes themselves go through durable.py."""
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import re
-import shutil
 import stat
-import sys
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from .errors import InputError, LocalscoreError, OutputClosed, OutputError
+from .durable import OutputLock, Sink, copy_file
+from .errors import InputError, OutputError
 from .records import Record, result, result_fields
 from .templates import Template
 
@@ -24,7 +23,6 @@ from .templates import Template
 # characters that some line readers (str.splitlines, older JavaScript) take for line breaks. The line stays one
 # valid UTF-8 line and reads back to the same value. json.dumps emits them only inside strings.
 _ESCAPE = re.compile("[\x85\u2028\u2029\ud800-\udfff]")
-DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 @dataclass(frozen=True)
@@ -69,66 +67,6 @@ def refuse_input_as_output(source: object, output: str | os.PathLike) -> None:
                           "would be read as input; write it elsewhere")
 
 
-class Sink:
-    """An open output file descriptor (or stdout) as a minimal binary file. Every byte goes through `write`, so a
-    reader that went away and a full disk each become one error, wherever they happen."""
-
-    def __init__(self, name: str, fd: int | None, *, resumable: bool):
-        self.name = name
-        self._fd = fd  # None: sys.stdout, whatever it is at write time (tests swap it)
-        self._resumable = resumable
-        self._position = 0
-        self.closed = False
-
-    @classmethod
-    def open(cls, path: Path, flags: int, *, resumable: bool) -> Sink:
-        try:
-            fd = os.open(path, flags | getattr(os, "O_BINARY", 0), 0o666)
-        except OSError as e:
-            raise OutputError(f"cannot write {e.filename or path}: {e.strerror}") from None
-        return cls(str(path), fd, resumable=resumable)
-
-    def write(self, data: bytes) -> int:
-        try:
-            if self._fd is None:
-                sys.stdout.buffer.write(data)
-                sys.stdout.buffer.flush()
-            else:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(self._fd, view):]
-        except OSError as e:
-            raise self._error(e) from None
-        self._position += len(data)
-        return len(data)
-
-    def tell(self) -> int:
-        return self._position
-
-    def flush(self) -> None:
-        """Everything is written through at once; this is for file-like callers (pyarrow)."""
-
-    def sync(self) -> None:
-        """Make what was written durable (fsync), for a regular file."""
-        try:
-            os.fsync(self._fd)
-        except OSError as e:
-            raise self._error(e) from None
-
-    def close(self) -> None:
-        if not self.closed and self._fd is not None:
-            os.close(self._fd)
-        self.closed = True
-
-    def _error(self, e: OSError) -> LocalscoreError:
-        if e.errno == errno.EPIPE:
-            return OutputClosed(f"the reader of {self.name} went away")
-        if e.errno in DISK_FULL:
-            then = "; free some space, then rerun with --resume to continue" if self._resumable else ""
-            return OutputError(f"disk full writing {self.name}{then}")
-        return OutputError(f"cannot write {self.name}: {e.strerror}")
-
-
 class Writer(ABC):
     """One result object per input record, in order. A writer per format implements it; `open_writer` picks one.
 
@@ -158,7 +96,7 @@ class Writer(ABC):
 
     @abstractmethod
     def close(self) -> None:
-        """Release the output, keeping what was written for --resume."""
+        """Release the output, keeping what was written for resuming."""
 
     @abstractmethod
     def write(self, obj: dict) -> None:
@@ -181,11 +119,12 @@ class Writer(ABC):
             return
         fields = result_fields(template)
         if not any(self._last.get(field) is not None for field in fields):
-            raise InputError(f"{self.name} was not written by the {template.name} scorer: remove it or drop --resume")
+            raise InputError(f"{self.name} was not written by the {template.name} scorer: remove it or drop "
+                             "{resume}", options=["resume"])
         if _without(self._last, fields) != _without(self._stored(result(record, template)), fields):
             raise InputError(
                 f"{self.name} {self.unit} {self.done} does not match input record {record.number}: it was made "
-                "from a different input; remove it or drop --resume"
+                "from a different input; remove it or drop {resume}", options=["resume"]
             )
 
     def _stored(self, obj: dict) -> dict:
@@ -196,7 +135,7 @@ class Writer(ABC):
         if self.done and not self._checked:
             raise InputError(
                 f"{self.name} has {self.done} results, more than the input has records: it was made "
-                "from a different input; remove it or drop --resume"
+                "from a different input; remove it or drop {resume}", options=["resume"]
             )
 
 
@@ -209,12 +148,12 @@ def open_writer(path: str | os.PathLike | None, *, resume: bool = False, schema:
     """
     if path is None:
         if resume:
-            raise OutputError("--resume needs an output file (-o)")
+            raise OutputError("{resume} needs an output file ({output})", options=["resume", "output"])
         return JsonlWriter(None, resume=False)
     target = output_target(path)
     if target.special and resume:
-        raise OutputError(f"--resume cannot continue {os.fspath(path)}: it is not a regular file, so it is written "
-                          "in place and keeps nothing to continue; drop --resume")
+        raise OutputError(f"{{resume}} cannot continue {os.fspath(path)}: it is not a regular file, so it is written "
+                          "in place and keeps nothing to continue; drop {resume}", options=["resume"])
     if Path(path).suffix.lower() == ".parquet":
         if target.special:
             raise OutputError(f"cannot write Parquet to {os.fspath(path)}: it is not a regular file, and Parquet is "
@@ -233,26 +172,37 @@ class JsonlWriter(Writer):
 
     def __init__(self, target: Target | None, *, resume: bool = False):
         self._target = target
+        self._lock = None
         if target is None:
-            self._sink = Sink("stdout", None, resumable=False)
+            self._sink = Sink.stdout()
         elif target.special:
             self._sink = Sink.open(target.path, os.O_WRONLY | os.O_TRUNC, resumable=False)
         else:
-            partial = target.partial
-            if resume and not partial.exists() and target.path.exists():
-                # The run had finished: continue a copy, so that a longer input can still be completed.
-                _copy(target.path, partial)
-            if resume and partial.exists():
-                with open(partial, "r+b") as f:
-                    self.done, self._last, end = _complete_lines(f)
-                    f.truncate(end)
-                self._sink = Sink.open(partial, os.O_WRONLY | os.O_APPEND, resumable=True)
-            else:
-                self._sink = Sink.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, resumable=True)
+            self._lock = OutputLock(target.path).acquire()
+            try:
+                self._sink = self._open_partial(target, resume)
+            except BaseException:
+                self._lock.release()
+                raise
         self.name = self._sink.name
 
+    def _open_partial(self, target: Target, resume: bool) -> Sink:
+        partial = target.partial
+        if resume and not partial.exists() and target.path.exists():
+            # The run had finished: continue a copy, so that a longer input can still be completed.
+            copy_file(target.path, partial)
+        if not (resume and partial.exists()):
+            return Sink.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, resumable=True)
+        with open(partial, "rb") as f:
+            self.done, self._last, end = _complete_lines(f)
+        sink = Sink.open(partial, os.O_WRONLY | os.O_APPEND, resumable=True)
+        sink.truncate(end)
+        return sink
+
     def close(self) -> None:
-        self._sink.close()  # everything is written already; a .partial stays for --resume
+        self._sink.close()  # everything is written already; a .partial stays for resuming
+        if self._lock is not None:
+            self._lock.release()
 
     def write(self, obj: dict) -> None:
         self._sink.write(dumps(obj) + b"\n")
@@ -263,29 +213,12 @@ class JsonlWriter(Writer):
             self._sink.close()
             return
         self._check_complete()
-        self._sink.sync()
-        self._sink.close()
-        publish(self._target.partial, self._target.path)
+        self._sink.commit(self._target.path)
 
 
 def dumps(obj: dict) -> bytes:
     """One result as a JSON line's bytes (no newline)."""
     return _ESCAPE.sub(lambda m: f"\\u{ord(m.group()):04x}", json.dumps(obj, ensure_ascii=False)).encode("utf-8")
-
-
-def publish(partial: Path, path: Path) -> None:
-    """Rename the complete `partial` onto `path` durably."""
-    os.replace(partial, path)
-    fsync_folder(path.parent)
-
-
-def _copy(source: Path, destination: Path) -> None:
-    try:
-        shutil.copyfile(source, destination)
-    except OSError as e:
-        if e.errno in DISK_FULL:
-            raise OutputError(f"disk full copying {source} to {destination}; free some space and rerun") from None
-        raise OutputError(f"cannot write {destination}: {e.strerror}") from None
 
 
 def _complete_lines(file: BinaryIO) -> tuple[int, dict | None, int]:
@@ -310,14 +243,3 @@ def _complete_lines(file: BinaryIO) -> tuple[int, dict | None, int]:
 
 def _without(obj: dict, fields: tuple[str, ...]) -> dict:
     return {key: value for key, value in obj.items() if key not in fields}
-
-
-def fsync_folder(folder: Path) -> None:
-    # The rename is only durable once the folder entry is on disk; Windows cannot open a folder to fsync it.
-    if os.name != "posix":
-        return
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -20,7 +20,8 @@ from pathlib import Path
 
 from .errors import OutputError
 from .extras import require
-from .output import DISK_FULL, Sink, Target, Writer, fsync_folder, publish
+from .durable import OutputLock, Sink, copy_file, write_error, write_file
+from .output import Target, Writer
 from .records import result_fields
 from .templates import Template
 
@@ -30,7 +31,6 @@ PART_SECONDS = 60.0
 # Rows per row group of the finished file: fixed, so the bytes are the same however the run was cut into parts.
 ROW_GROUP_ROWS = 4096
 _PART = "part-{:06d}.parquet"
-_TEMPORARY = ".tmp"
 
 
 def arrow() -> tuple[object, object]:
@@ -72,32 +72,41 @@ class ParquetWriter(Writer):
         self._finished = False
         self._since = time.monotonic()
         self.name = str(self._folder)
+        self._lock = OutputLock(target.path).acquire()
         try:
-            if resume and not self._folder.exists() and target.path.exists():
-                # The run had finished: continue from it as one part, so that a longer input can still be completed.
-                self._folder.mkdir()
-                self._copy_in(target.path)
-            if resume and self._folder.is_dir():
-                self._resume()
-            else:
-                if self._folder.is_dir():
-                    shutil.rmtree(self._folder)
-                elif self._folder.exists():
-                    self._folder.unlink()
-                self._folder.mkdir()
+            self._open(resume)
         except OSError as e:
-            if e.errno in DISK_FULL:
-                raise OutputError(f"disk full writing {self._folder}; free some space and rerun") from None
-            raise OutputError(f"cannot write {e.filename or self._folder}: {e.strerror}") from None
+            self._lock.release()
+            raise write_error(self._folder, e) from None
+        except BaseException:
+            self._lock.release()
+            raise
+
+    def _open(self, resume: bool) -> None:
+        if resume and not self._folder.exists() and self._target.path.exists():
+            # The run had finished: continue from it as one part, so that a longer input can still be completed.
+            self._folder.mkdir()
+            copy_file(self._target.path, self._folder / _PART.format(0))
+        if resume and self._folder.is_dir():
+            self._resume()
+        else:
+            if self._folder.is_dir():
+                shutil.rmtree(self._folder)
+            elif self._folder.exists():
+                self._folder.unlink()
+            self._folder.mkdir()
 
     def close(self) -> None:
-        """Leave the parts for --resume. Results not yet in a part (Ctrl-C, --strict) are whole: they become one
-        more part, unless writing fails again (a full disk), and then --resume redoes them."""
-        if self._rows and not self._finished:
-            try:
-                self._write_part()
-            except OutputError:
-                pass
+        """Leave the parts for resuming. Results not yet in a part (Ctrl-C, a strict stop) are whole: they become
+        one more part, unless writing fails again (a full disk), and then resuming redoes them."""
+        try:
+            if self._rows and not self._finished:
+                try:
+                    self._write_part()
+                except OutputError:
+                    pass
+        finally:
+            self._lock.release()
 
     def write(self, obj: dict) -> None:
         self._rows.append(obj)
@@ -110,7 +119,7 @@ class ParquetWriter(Writer):
         self._check_complete()
         pa, pq = self._pa, self._pq
         schema = self._schema or self._unified([pq.read_schema(part) for part in self._parts] or [pa.schema([])])
-        final = self._folder / ("final" + _TEMPORARY)
+        final = self._folder / "final.tmp"
         sink = Sink.open(final, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, resumable=True)
         try:
             with pq.ParquetWriter(sink, schema) as writer:
@@ -126,10 +135,9 @@ class ParquetWriter(Writer):
                                 pending = self._write_group(writer, pending, ROW_GROUP_ROWS)
                 if pending:
                     self._write_group(writer, pending, sum(len(t) for t in pending))
-            sink.sync()
+            sink.commit(self._target.path)
         finally:
             sink.close()
-        publish(final, self._target.path)
         shutil.rmtree(self._folder)
         self._finished = True
 
@@ -157,18 +165,12 @@ class ParquetWriter(Writer):
             self._pq.write_table(table, buffer)
         except self._pa.ArrowException as e:  # e.g. an empty object: Parquet has no struct without fields
             raise OutputError(f"results {self._in_parts + 1:,} to {self._in_parts + len(self._rows):,} cannot be "
-                              f"stored in Parquet ({e}); write JSON Lines instead (an -o name without .parquet)"
+                              f"stored in Parquet ({e}); write JSON Lines instead (an {{output}} name without "
+                              ".parquet)",
+                              options=["output"]
                               ) from None
         part = self._folder / _PART.format(len(self._parts))
-        temporary = part.with_name(part.name + _TEMPORARY)
-        sink = Sink.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, resumable=True)
-        try:
-            sink.write(buffer.getvalue().to_pybytes())
-            sink.sync()
-        finally:
-            sink.close()
-        os.replace(temporary, part)
-        fsync_folder(self._folder)
+        write_file(part, buffer.getvalue().to_pybytes(), resumable=True)
         self._parts.append(part)
         self._part_schema = table.schema
         self._in_parts += len(self._rows)
@@ -198,8 +200,8 @@ class ParquetWriter(Writer):
             except (pa.ArrowInvalid, pa.ArrowTypeError, OutputError):
                 raise OutputError(
                     f"result {self._in_parts + index + 1:,} does not fit one Parquet schema with the results before it "
-                    "(a field changed type, or holds mixed types); write JSON Lines instead (an -o name without "
-                    ".parquet)"
+                    "(a field changed type, or holds mixed types); write JSON Lines instead (an {output} name without "
+                    ".parquet)", options=["output"]
                 ) from None
         raise AssertionError("rows that fail together fit one by one")
 
@@ -228,9 +230,3 @@ class ParquetWriter(Writer):
             self._part_schema = last.schema_arrow
             table = last.read_row_group(last.num_row_groups - 1)
             self._last = table.slice(len(table) - 1).to_pylist()[0]
-
-    def _copy_in(self, path: Path) -> None:
-        part = self._folder / _PART.format(0)
-        temporary = part.with_name(part.name + _TEMPORARY)
-        shutil.copyfile(path, temporary)
-        os.replace(temporary, part)

@@ -3,10 +3,11 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .errors import InputError
+from .durable import write_file
 from .extras import require
 
 if TYPE_CHECKING:
@@ -45,7 +46,6 @@ def write_plot(comparison: Comparison, path: Path) -> None:
     histogram.set_title(f"mean |Δ| {turn.mean_abs_delta:.4f}, max |Δ| {turn.max_abs_delta:.4f}\n"
                         f"selection kept: {overlaps}", fontsize=10)
     figure.suptitle(f"{comparison.scorer} scores on {comparison.compared:,} records of {Path(comparison.data).name}")
-    try:
-        figure.savefig(path, format="png")
-    except OSError as e:
-        raise InputError(f"cannot write {path}: {e.strerror}") from None
+    png = io.BytesIO()
+    figure.savefig(png, format="png")
+    write_file(path, png.getvalue())

@@ -59,7 +59,7 @@ def build(template: Template, instruction: str, response: str | None, tokenizer:
         return Prompt(ids)
     if too_long == "error":
         raise PromptTooLong(f"prompt is {len(ids)} tokens, longer than the {n_ctx}-token context "
-                            "(use --ctx for a larger context or --too-long truncate)")
+                            "(score with a larger context, or truncate prompts that are too long)")
     for field in ("output", "instruction") if template.uses_response else ("instruction",):
         while len(ids) > n_ctx:
             field_ids = tokenizer.tokenize(values[field], bos=False)
@@ -76,5 +76,6 @@ def build(template: Template, instruction: str, response: str | None, tokenizer:
             values, ids = candidate, candidate_ids
     if len(ids) > n_ctx:
         raise PromptTooLong(f"prompt is {len(ids)} tokens even with its fields shortened to "
-                            f"{MIN_FIELD_TOKENS} tokens; the {n_ctx}-token context is too small (use --ctx)")
+                            f"{MIN_FIELD_TOKENS} tokens; the {n_ctx}-token context is too small (score with a larger "
+                            "one)")
     return Prompt(ids, truncated=True)

@@ -1,18 +1,19 @@
-"""Read instruction/response records (Alpaca, ShareGPT, chat messages; JSON Lines or a JSON array) and build the
-object written back for each one."""
+"""Instruction/response records (Alpaca, ShareGPT, chat messages): what one record is, reading them from JSON Lines
+or a JSON array, and the object written back for each one. `reader.read_records` picks the reader for an input."""
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO
 
 from .errors import InputError
-from .templates import Template
+from .templates import TEMPLATES, Template
 
 # A response of ~250k tokens is >100x the scorer's 2048-token context, so cutting its middle would score almost
 # nothing of it: such a record is reported instead of scored.
@@ -27,12 +28,13 @@ _NO_SHAPE = "no known record shape: expected 'instruction'/'output', 'conversati
 
 _HUMAN, _GPT, _SYSTEM = "human", "gpt", "system"
 _SHAPE_KEYS = ("instruction", "conversations", "messages")
+_NEEDS_ANSWER = " and ".join(f"the {t.name} scorer" for t in TEMPLATES.values() if t.uses_response) + " needs one"
 
 
 @dataclass(frozen=True)
 class Turn:
     instruction: str
-    # None for a final unanswered human turn, and always when the template does not score responses (complexity).
+    # None for a final unanswered human turn, and always in the reading of a prompt without responses (complexity).
     response: str | None
 
 
@@ -44,6 +46,34 @@ class Record:
     kind: str | None  # "alpaca" | "sharegpt" | "messages"; None when no shape was recognised
     turns: tuple[Turn, ...]  # empty when error is set
     error: str | None  # why the record cannot be scored
+    responses: bool = True  # whether responses were read: False only in `reading` of a prompt without them
+
+    def reading(self, template: Template) -> Record:
+        """This record as `template`'s prompt reads it. Readers read every response; a prompt that uses none
+        (complexity) reads the instructions only, so a missing, bad or absent final answer does not stop it."""
+        if template.uses_response or not self.responses or self.data is None:
+            return self
+        return make_record(self.number, self.data, responses=False)
+
+
+class Records(Iterator[Record]):
+    """The records of one input, in order, and what is known about that input before reading it: its Arrow
+    `schema` (a table input's; None for JSON) and its `count` of records (None where only a full read can tell)."""
+
+    def __init__(self, name: str, records: Iterator[Record], *, schema: object = None,
+                 count: int | Callable[[], int | None] | None = None):
+        self.name = name
+        self.schema = schema
+        self._records = records
+        self._count = count
+
+    def __next__(self) -> Record:
+        return next(self._records)
+
+    @functools.cached_property
+    def count(self) -> int | None:
+        """The number of records; for a JSON Lines file a pass over its lines, made only when asked for."""
+        return self._count() if callable(self._count) else self._count
 
 
 @dataclass(frozen=True)
@@ -81,24 +111,14 @@ _MESSAGES = _Conversation(
 )
 
 
-def read_records(source: str | os.PathLike | BinaryIO, template: Template, *, split: str = "train",
-                 config: str | None = None) -> Iterator[Record]:
-    """Yield one Record per record of `source`: a path, or a binary stream such as sys.stdin.buffer.
-
-    Tables are read by `tables.read_table_records`, batch by batch, row i as record i + 1: a Parquet file (found by
-    its content, whatever its name), a folder of Parquet files (in name order), a datasets save_to_disk folder, or
-    a hub dataset `hf://datasets/ORG/NAME`, of which `split` and `config` choose the part; the iterator returned
-    then has a `schema` attribute, the input's Arrow schema.
+def read_json(source: str | os.PathLike | BinaryIO) -> Records:
+    """The records of a JSON input: a path, or a binary stream such as sys.stdin.buffer.
 
     A file whose first non-blank line starts with "[" is one JSON array (loaded whole); anything else is JSON Lines,
     streamed line by line, blank lines skipped, whatever the file's extension. The file is opened and its format
     checked before this returns, so a missing file, a broken JSON array or a pretty-printed JSON object raises
     InputError here. A bad record never raises: it comes back with `error` set, and reading goes on.
     """
-    from .tables import is_table_source, read_table_records
-
-    if is_table_source(source):
-        return read_table_records(source, template, split=split, config=config)
     name, stream, owned = _open(source)
     try:
         blank = b""  # the blank lines before the first record, kept so that error positions count them
@@ -110,12 +130,12 @@ def read_records(source: str | os.PathLike | BinaryIO, template: Template, *, sp
             blank += line
         else:
             _close(stream, owned)
-            return iter(())
+            return Records(name, iter(()), count=0)
         start = line.strip(_JSON_WHITESPACE)
         if start.startswith(b"["):
             value = _load_document(name, blank + line + stream.read())
             _close(stream, owned)
-            return _array_records(value, template)
+            return Records(name, _array_records(value), count=len(value))
         if start == b"{":
             # A lone "{" opens a pretty-printed JSON object, never a record on one line: reading it as JSON Lines
             # would report every line of it as a broken record.
@@ -127,7 +147,8 @@ def read_records(source: str | os.PathLike | BinaryIO, template: Template, *, sp
     except BaseException:
         _close(stream, owned)
         raise
-    return _jsonl_records(stream, owned, number, line, template)
+    count = functools.partial(_count_lines, source) if owned else None
+    return Records(name, _jsonl_records(stream, owned, number, line), count=count)
 
 
 def result_fields(template: Template) -> tuple[str, ...]:
@@ -144,7 +165,8 @@ def result(
     error: str | None = None,
     truncated: bool = False,
 ) -> dict:
-    """The output object for one record: its fields in their order, then the score (or error) fields.
+    """The output object for one record (as `template` reads it, see Record.reading): its fields in their order,
+    then the score (or error) fields.
 
     Alpaca records get `{name}_score` (one float); conversations get `{name}_scores` (one float per turn).
     `error` (or the record's own error) gives `{name}_error` instead; a record that is not a JSON object becomes
@@ -187,6 +209,12 @@ def _close(stream: BinaryIO, owned: bool) -> None:
         stream.close()
 
 
+def _count_lines(path: str | os.PathLike) -> int:
+    """The non-blank lines of a JSON Lines file."""
+    with open(path, "rb") as f:
+        return sum(1 for line in f if line.strip(_JSON_WHITESPACE))
+
+
 def _load_document(name: str, data: bytes) -> object:
     try:
         text = data.decode("utf-8")
@@ -203,26 +231,26 @@ def _load_document(name: str, data: bytes) -> object:
         raise InputError(f"{name}: not valid JSON: {e}") from None
 
 
-def _array_records(value: list, template: Template) -> Iterator[Record]:
+def _array_records(value: list) -> Iterator[Record]:
     for index, element in enumerate(value):
         if isinstance(element, dict):
-            yield make_record(index + 1, element, template)
+            yield make_record(index + 1, element)
         else:
             raw = json.dumps(element, ensure_ascii=False)
             yield _unparsed(index + 1, raw, f"expected a JSON object, got {_json_type(element)}")
 
 
-def _jsonl_records(stream: BinaryIO, owned: bool, number: int, first: bytes, template: Template) -> Iterator[Record]:
+def _jsonl_records(stream: BinaryIO, owned: bool, number: int, first: bytes) -> Iterator[Record]:
     try:
-        yield _line_record(number, first, template)
+        yield _line_record(number, first)
         for number, line in enumerate(stream, number + 1):
             if line.strip(_JSON_WHITESPACE):
-                yield _line_record(number, line, template)
+                yield _line_record(number, line)
     finally:
         _close(stream, owned)
 
 
-def _line_record(number: int, line: bytes, template: Template) -> Record:
+def _line_record(number: int, line: bytes) -> Record:
     def unparsed(reason: str) -> Record:
         return _unparsed(number, line.rstrip(b"\r\n").decode("utf-8", "replace"), reason)
 
@@ -240,15 +268,16 @@ def _line_record(number: int, line: bytes, template: Template) -> Record:
         return unparsed(f"not valid JSON: {e}")
     if not isinstance(value, dict):
         return unparsed(f"expected a JSON object, got {_json_type(value)}")
-    return make_record(number, value, template)
+    return make_record(number, value)
 
 
 def _unparsed(number: int, raw: str, reason: str) -> Record:
     return Record(number=number, data=None, raw=raw, kind=None, turns=(), error=reason)
 
 
-def make_record(number: int, data: dict, template: Template) -> Record:
-    """The Record of one parsed JSON object (or table row): its shape detected, its turns read, or its error."""
+def make_record(number: int, data: dict, *, responses: bool = True) -> Record:
+    """The Record of one parsed JSON object (or table row): its shape detected, its turns read, or its error.
+    `responses=False` reads the instructions only (see Record.reading)."""
     # A null shape field is absent when another one is set: a table row has every column, null where unused.
     shapes = ([key for key in _SHAPE_KEYS if data.get(key) is not None]
               or [key for key in _SHAPE_KEYS if key in data])
@@ -256,18 +285,18 @@ def make_record(number: int, data: dict, template: Template) -> Record:
         shapes = ["instruction"]  # an Alpaca record that lost its instruction: say so rather than "unknown shape"
     if len(shapes) > 1:
         listed = " and ".join(f"'{key}'" for key in shapes)
-        return Record(number, data, None, None, (), f"has both {listed}; a record must have one shape")
+        return Record(number, data, None, None, (), f"has both {listed}; a record must have one shape", responses)
     if not shapes:
-        return Record(number, data, None, None, (), _NO_SHAPE)
+        return Record(number, data, None, None, (), _NO_SHAPE, responses)
     if shapes[0] == "instruction":
-        kind, (turns, error) = "alpaca", _alpaca_turns(data, template)
+        kind, (turns, error) = "alpaca", _alpaca_turns(data, responses)
     else:
         shape = _SHAREGPT if shapes[0] == "conversations" else _MESSAGES
-        kind, (turns, error) = shape.kind, _conversation_turns(data[shape.key], shape, template)
-    return Record(number, data, None, kind, turns if error is None else (), error)
+        kind, (turns, error) = shape.kind, _conversation_turns(data[shape.key], shape, responses)
+    return Record(number, data, None, kind, turns if error is None else (), error, responses)
 
 
-def _alpaca_turns(data: dict, template: Template) -> tuple[tuple[Turn, ...], str | None]:
+def _alpaca_turns(data: dict, responses: bool) -> tuple[tuple[Turn, ...], str | None]:
     instruction = data.get("instruction", _MISSING)
     error = _text_problem(instruction, "'instruction'")
     if error:
@@ -280,7 +309,7 @@ def _alpaca_turns(data: dict, template: Template) -> tuple[tuple[Turn, ...], str
         if extra.strip():
             instruction = instruction + "\n" + extra
     response = None
-    if template.uses_response:
+    if responses:
         response = data.get("output", _MISSING)
         error = _text_problem(response, "'output'")
         if error:
@@ -288,7 +317,7 @@ def _alpaca_turns(data: dict, template: Template) -> tuple[tuple[Turn, ...], str
     return (Turn(instruction, response),), None
 
 
-def _conversation_turns(items: object, shape: _Conversation, template: Template) -> tuple[tuple[Turn, ...], str | None]:
+def _conversation_turns(items: object, shape: _Conversation, responses: bool) -> tuple[tuple[Turn, ...], str | None]:
     """Pair each human turn with the answer after it; turn numbers in messages count every element, from 1."""
     if not isinstance(items, list):
         return (), f"'{shape.key}' must be an array, got {_json_type(items)}"
@@ -322,7 +351,7 @@ def _conversation_turns(items: object, shape: _Conversation, template: Template)
             pending = (position, text)
             continue
         response = None
-        if template.uses_response:
+        if responses:
             error = _text_problem(text, f"turn {position} '{shape.text_key}'")
             if error:
                 return (), error
@@ -330,9 +359,8 @@ def _conversation_turns(items: object, shape: _Conversation, template: Template)
         turns.append(Turn(pending[1], response))
         pending = None
     if pending is not None:
-        if template.uses_response:
-            return (), (f"turn {pending[0]} is from '{shape.human}' and has no answer; "
-                        f"the {template.name} scorer needs one")
+        if responses:
+            return (), f"turn {pending[0]} is from '{shape.human}' and has no answer; {_NEEDS_ANSWER}"
         turns.append(Turn(pending[1], None))
     if not turns:
         return (), f"'{shape.key}' has only system turns"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
@@ -15,19 +15,18 @@ from .embed_run import turns_of
 from .embeddings_file import read_embeddings
 from .errors import InputError
 from .output import open_writer, refuse_input_as_output
-from .progress import Progress
-from .records import Record, read_records
-from .selection import EVOL_FIELD, SIMILARITY_FIELD, MissingScores, diversity_filter, evol_score, rank
-from .templates import QUALITY
+from .progress import Progress, silent
+from .reader import read_records
+from .records import Record
+from .selection import EVOL_FIELD, SIMILARITY_FIELD, diversity_filter, evol_score, rank
 
-SCORE_COMMAND = ("localscore score INPUT -m QUALITY.gguf | localscore score - --scorer complexity "
-                 "-m COMPLEXITY.gguf -o scored.jsonl")
 
 
 @dataclass
 class SelectSummary:
     records: int = 0
     unscored: int = 0  # records the scorers marked with an error: they have no evol score
+    unusable: dict[str, int] = field(default_factory=dict)  # records skipped for their embedding, by reason
     examined: int = 0
     rejected: int = 0
     selected: int = 0
@@ -36,42 +35,48 @@ class SelectSummary:
     seconds: float = 0.0
 
     def line(self) -> str:
-        unscored = f" ({self.unscored:,} without scores skipped)" if self.unscored else ""
-        return (f"{self.selected:,} selected from {self.records:,} records{unscored} in {self.seconds:.1f} s: "
+        skipped = [f"{self.unscored:,} without scores"] if self.unscored else []
+        skipped += [f"{count:,} with {reason}s" for reason, count in self.unusable.items()]
+        skipped_part = f" ({', '.join(skipped)} skipped)" if skipped else ""
+        return (f"{self.selected:,} selected from {self.records:,} records{skipped_part} in {self.seconds:.1f} s: "
                 f"{self.examined:,} examined, {self.rejected:,} rejected as near-duplicates; "
                 f"{self.computed:,} embedded, {self.reused:,} from the cache")
 
 
 def select_file(source: str | os.PathLike | BinaryIO, output: str | os.PathLike | None, *, budget: int,
-                threshold: float = 0.9, model_path: str | os.PathLike | None = None,
-                embeddings_path: str | os.PathLike | None = None, threads: int | None = None,
-                n_gpu_layers: int | None = None, verbose: bool = False, cache_path: str | os.PathLike | None = None,
-                progress: bool = False) -> SelectSummary:
+                threshold: float = 0.9, model: str | os.PathLike | None = None,
+                embeddings: str | os.PathLike | None = None, split: str = "train", config: str | None = None,
+                threads: int | None = None, n_gpu_layers: int | None = None, verbose: bool = False,
+                cache_path: str | os.PathLike | None = None, progress: Progress | None = None) -> SelectSummary:
     """Write the selected records of `source` to `output` (None: stdout), best first, each with its evol score
-    and its cosine similarity to the most similar record kept before it. Embeddings come from `embeddings_path`
-    (one row per input record, from `localscore embed`) or are computed with the embedder at `model_path`
-    only for the records the walk examines."""
-    if (model_path is None) == (embeddings_path is None):
-        raise InputError("give the embedder (-m EMBEDDER.gguf) or precomputed embeddings (--embeddings FILE), "
-                         "one of the two")
+    and its cosine similarity to the most similar record kept before it. Embeddings come from `embeddings`
+    (one row per input record, from `localscore embed`) or are computed with the embedder GGUF `model` only for
+    the records the walk examines; `progress` is called with the embeddings computed or reused, None and the
+    tokens. `source` is any input reader.read_records reads (`split` and `config`
+    choose the part of a hub dataset or saved DatasetDict)."""
+    if (model is None) == (embeddings is None):
+        raise InputError("give the embedder ({model}) or precomputed embeddings ({embeddings}), one of the two",
+                         options=["model", "embeddings"])
     if not 0.0 <= threshold <= 1.0:
         raise InputError(f"threshold must be between 0 and 1, got {threshold}")
     if output is not None:
         refuse_input_as_output(source, output)
     summary = SelectSummary()
     start = time.perf_counter()
-    records = list(read_records(source, QUALITY))
+    records = list(read_records(source, split=split, config=config))
     summary.records = len(records)
     scores = np.array([record_evol_score(record) for record in records], dtype=np.float64)
     order = rank(scores)[:int(np.isfinite(scores).sum())]  # NaN (unscored) sort last and are left out
     summary.unscored = len(records) - len(order)
 
-    if embeddings_path is not None:
-        selection = diversity_filter(order, read_embeddings(embeddings_path, len(records)), budget, threshold)
+    if embeddings is not None:
+        selection = diversity_filter(order, read_embeddings(embeddings, len(records)), budget, threshold)
     else:
-        selection = _lazy_selection(records, order, model_path, budget, threshold, threads, n_gpu_layers,
+        selection = _lazy_selection(records, order, model, budget, threshold, threads, n_gpu_layers,
                                     verbose, cache_path, progress, summary)
     summary.examined, summary.rejected, summary.selected = selection.examined, selection.rejected, len(selection.indices)
+    for _, reason in selection.skipped:
+        summary.unusable[reason] = summary.unusable.get(reason, 0) + 1
     with open_writer(output) as writer:
         for index, similarity in zip(selection.indices, selection.similarities):
             data = records[index].data
@@ -87,20 +92,18 @@ def record_evol_score(record: Record) -> float:
         raise InputError(f"record {record.number}: {record.error}")
     if any(f"{name}_error" in record.data for name in ("quality", "complexity")):
         return np.nan
-    try:
-        return evol_score(record.data, record.number)
-    except MissingScores as e:
-        raise MissingScores(f"{e}: {SCORE_COMMAND}") from None
+    return evol_score(record.data, record.number)
 
 
-def _lazy_selection(records: list[Record], order: np.ndarray, model_path: str | os.PathLike, budget: int,
+def _lazy_selection(records: list[Record], order: np.ndarray, model: str | os.PathLike, budget: int,
                     threshold: float, threads: int | None, n_gpu_layers: int | None, verbose: bool,
-                    cache_path: str | os.PathLike | None, progress: bool, summary: SelectSummary):
+                    cache_path: str | os.PathLike | None, progress: Progress | None, summary: SelectSummary):
     from .embedding import Embedder
     from .embedding_cache import CachedEmbedder, EmbeddingCache
 
-    bar = Progress(None, enabled=progress)
-    with Embedder.from_path(Path(model_path), threads=threads, n_gpu_layers=n_gpu_layers, verbose=verbose) as embedder, \
+    report = progress or silent
+    report(0, None, 0)
+    with Embedder.from_path(Path(model), threads=threads, n_gpu_layers=n_gpu_layers, verbose=verbose) as embedder, \
             EmbeddingCache(embedder.fingerprint, cache_path) as cache:
         cached = CachedEmbedder(embedder, cache)
 
@@ -108,11 +111,11 @@ def _lazy_selection(records: list[Record], order: np.ndarray, model_path: str | 
             rows = []
             for index in indices:
                 record = records[index]
-                if record.error:
-                    raise InputError(f"record {record.number} cannot be embedded: {record.error}")
-                tokens = cached.tokens
+                if record.error:  # as `embed` writes it: a NaN row, which the walk skips and counts
+                    rows.append(np.full(embedder.n_embd, np.nan, dtype=np.float32))
+                    continue
                 rows.append(cached.vector(turns_of(record)))
-                bar.update(1, cached.tokens - tokens)
+                report(cached.computed + cached.reused, None, cached.tokens)
             return np.stack(rows)
 
         try:
@@ -123,5 +126,4 @@ def _lazy_selection(records: list[Record], order: np.ndarray, model_path: str | 
             raise Interrupted("interrupted; the embeddings computed so far are cached, so running the same "
                               "command again continues from there", summary) from None
         finally:
-            bar.close()
             summary.computed, summary.reused = cached.computed, cached.reused

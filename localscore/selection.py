@@ -9,7 +9,7 @@ is pandas' unstable quicksort; here ties keep input order (a stable sort), so th
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Iterable, Sequence, Union
 
 import numpy as np
@@ -34,8 +34,11 @@ class MissingScores(InputError):
 class Selection:
     indices: list[int]  # positions in the input, in selection order (best evol score first)
     similarities: list[float | None]  # cosine to the most similar record kept before it (None for the first)
-    examined: int  # records the walk looked at
+    examined: int  # records the walk compared with the kept ones
     rejected: int  # of those, dropped as near-duplicates
+    # Records the walk reached but skipped because their embedding is unusable: (position, reason), in walk order.
+    # `embed` writes a NaN row for a record it cannot embed; a NaN row would pass every similarity test.
+    skipped: list[tuple[int, str]] = field(default_factory=list)
 
 
 def evol_score(record: dict, number: int | None = None) -> float:
@@ -71,7 +74,8 @@ def select(records: Sequence[dict], embeddings: Embeddings, budget: int, thresho
 
 def diversity_filter(order: Sequence[int], embeddings: Embeddings, budget: int, threshold: float = 0.9) -> Selection:
     """Walk `order`; keep the first record and each next one whose cosine similarity to every kept record is
-    <= threshold; stop when `budget` are kept (or the records run out).
+    <= threshold; stop when `budget` are kept (or the records run out). A record whose embedding has a NaN, an
+    infinity or only zeros has no direction to compare: it is skipped, with its reason, and never kept.
 
     Kept vectors live in one preallocated, normalized float32 matrix; each block of candidates costs one matrix
     product against it plus one within the block, and a candidate is checked against the block's earlier
@@ -86,19 +90,27 @@ def diversity_filter(order: Sequence[int], embeddings: Embeddings, budget: int, 
     n_kept = 0
     indices: list[int] = []
     similarities: list[float | None] = []
-    examined = rejected = 0
-    while n_kept < budget and examined < len(order):
+    skipped: list[tuple[int, str]] = []
+    walked = examined = rejected = 0
+    while n_kept < budget and walked < len(order):
         # Lazily computed embeddings: a block never reaches past where the budget could fill, so no embedding
         # is computed that the one-at-a-time walk would not compute.
-        block = order[examined:examined + (min(BLOCK, budget - n_kept) if lazy else BLOCK)]
-        vectors = np.asarray(fetch(block), dtype=np.float32)
-        vectors = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+        block = order[walked:walked + (min(BLOCK, budget - n_kept) if lazy else BLOCK)]
+        vectors = np.array(fetch(block), dtype=np.float32)
+        problems = unusable(vectors)
+        vectors[[p is not None for p in problems]] = 0.0
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        vectors = vectors / np.where(norms > 0, norms, 1.0)
         if kept is None:
             kept = np.empty((min(budget, len(order)), vectors.shape[1]), dtype=np.float32)
         best_kept = (vectors @ kept[:n_kept].T).max(axis=1) if n_kept else np.full(len(block), -np.inf, np.float32)
         within = vectors @ vectors.T
         accepted: list[int] = []
         for j, index in enumerate(block):
+            walked += 1
+            if problems[j] is not None:
+                skipped.append((int(index), problems[j]))
+                continue
             examined += 1
             best = np.max(within[j, accepted], initial=best_kept[j]) if accepted else best_kept[j]
             if n_kept + len(accepted) and best > threshold:
@@ -111,4 +123,15 @@ def diversity_filter(order: Sequence[int], embeddings: Embeddings, budget: int, 
                 break
         kept[n_kept:n_kept + len(accepted)] = vectors[accepted]
         n_kept += len(accepted)
-    return Selection(indices, similarities, examined, rejected)
+    return Selection(indices, similarities, examined, rejected, skipped)
+
+
+def unusable(vectors: np.ndarray) -> list[str | None]:
+    """Per row of `vectors`, why it cannot be compared by cosine similarity ("NaN embedding", "infinite
+    embedding", "all-zero embedding"), or None."""
+    reasons: list[str | None] = []
+    for nan, infinite, zero in zip(np.isnan(vectors).any(axis=1), np.isinf(vectors).any(axis=1),
+                                   ~vectors.any(axis=1)):
+        reasons.append("NaN embedding" if nan else "infinite embedding" if infinite else
+                       "all-zero embedding" if zero else None)
+    return reasons

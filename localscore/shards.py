@@ -1,4 +1,4 @@
-"""Shards for job arrays (SLURM, Kubernetes): `--shard I/N` scores every N-th record from the I-th (0-based), round
+"""Shards for job arrays (SLURM, Kubernetes): `shard="I/N"` scores every N-th record from the I-th (0-based), round
 robin, so long and short records spread evenly and nothing needs counting up front. Each shard's output gets a
 sidecar `OUT.shard.json`: its slice, the number of records in the whole input, a digest of the whole input and the
 scorer. `merge_shards` checks the sidecars (every shard once, one input, one scorer) and the row counts, and
@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import InputError, OutputError
-from .output import open_writer, output_target, publish
-from .records import Record
+from .durable import write_file
+from .output import open_writer, output_target
+from .records import Record, Records
 
 _SPEC = re.compile(r"(\d+)/(\d+)")
 SIDECAR_SUFFIX = ".shard.json"
@@ -39,33 +40,32 @@ class Shard:
         return f"{self.index}/{self.count}"
 
 
-class ShardRecords(Iterator[Record]):
+class ShardRecords(Records):
     """The records of one shard, taken from all of `records`, which it counts and digests on the way."""
 
-    def __init__(self, records: Iterator[Record], shard: Shard):
-        self.schema = getattr(records, "schema", None)
+    def __init__(self, records: Records, shard: Shard):
+        def count() -> int | None:
+            whole = records.count
+            return None if whole is None else len(range(shard.index, whole, shard.count))
+
+        super().__init__(records.name, self._take(records), schema=records.schema, count=count)
         self.total = 0  # records of the whole input read so far
-        self._records = records
         self._shard = shard
         self._digest = hashlib.sha256()
 
-    def __next__(self) -> Record:
-        while True:
-            record = next(self._records)
+    def _take(self, records: Records) -> Iterator[Record]:
+        for record in records:
             self.total += 1
             self._digest.update(json.dumps([record.number, record.data, record.raw], sort_keys=True,
                                            default=str).encode() + b"\n")
             if (self.total - 1) % self._shard.count == self._shard.index:
-                return record
+                yield record
 
     def write_sidecar(self, output: str | os.PathLike, scorer: str) -> None:
         """Record, next to the finished `output`, what merge_shards checks. Call once every record was read."""
-        sidecar = _sidecar(output)
-        partial = sidecar.with_name(sidecar.name + ".partial")
         info = {"shard": self._shard.index, "shards": self._shard.count, "records": self.total,
                 "input": self._digest.hexdigest(), "scorer": scorer}
-        partial.write_text(json.dumps(info) + "\n")
-        publish(partial, sidecar)
+        write_file(_sidecar(output), (json.dumps(info) + "\n").encode())
 
 
 @dataclass(frozen=True)
@@ -131,7 +131,8 @@ def _read_sidecar(path: Path) -> _Sidecar:
     try:
         return _Sidecar(**json.loads(sidecar.read_text()))
     except FileNotFoundError:
-        raise InputError(f"{path} has no {sidecar.name}: it is not the finished output of a --shard run") from None
+        raise InputError(f"{path} has no {sidecar.name}: it is not the finished output of a run with {{shard}}",
+                         options=["shard"]) from None
     except (OSError, ValueError, TypeError) as e:
         raise InputError(f"cannot read {sidecar}: {e}") from None
 

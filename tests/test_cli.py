@@ -241,7 +241,7 @@ def test_default_model_offline_without_cache_says_what_to_do(tmp_path):
     result = _localscore("score", "-", env=env)
     assert result.returncode == 1
     message = result.stderr.strip().splitlines()[-1]
-    assert message.startswith("Error: no model given (-m)") and "Traceback" not in result.stderr
+    assert message.startswith("Error: no model given (--model)") and "Traceback" not in result.stderr
     assert "localscore convert hkust-nlp/deita-quality-scorer" in message
 
 

@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from localscore.cli import cli
-from localscore.records import read_records
+from localscore.reader import read_records
 from localscore.templates import COMPLEXITY, QUALITY
 
 EXAMPLES = Path(__file__).parent.parent / "examples"
@@ -18,7 +18,7 @@ EXAMPLES = Path(__file__).parent.parent / "examples"
 @pytest.mark.parametrize("name, kind, turns", [("alpaca.jsonl", "alpaca", 24), ("sharegpt.json", "sharegpt", 24)])
 @pytest.mark.parametrize("template", [QUALITY, COMPLEXITY])
 def test_examples_read_without_errors(name, kind, turns, template):
-    records = list(read_records(EXAMPLES / name, template))
+    records = [record.reading(template) for record in read_records(EXAMPLES / name)]
     assert [r.error for r in records] == [None] * len(records)
     assert {r.kind for r in records} == {kind}
     assert sum(len(r.turns) for r in records) == turns

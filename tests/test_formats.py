@@ -18,9 +18,8 @@ import pytest
 
 from localscore.errors import InputError, OutputError
 from localscore.output import open_writer
-from localscore.records import read_records
+from localscore.reader import read_records
 from localscore.runner import score_file
-from localscore.templates import QUALITY
 from tests.test_output import result_of, sample_records, score
 from tests.test_records import sharegpt_from_fastchat
 
@@ -165,18 +164,18 @@ def test_table_inputs_that_cannot_be_read_are_one_line(tmp_path):
 
     table = pa.table({"instruction": ["a"], "output": ["b"]})
     datasets.DatasetDict({"test": datasets.Dataset(table)}).save_to_disk(str(tmp_path / "saved"))
-    with pytest.raises(InputError, match=r"^.*saved has no split 'train'; its splits are test \(--split\)$"):
-        read_records(tmp_path / "saved", QUALITY)
+    with pytest.raises(InputError, match=r"^.*saved has no split 'train'; its splits are test \('split'\)$"):
+        read_records(tmp_path / "saved")
     (tmp_path / "folder").mkdir()
     pq.write_table(table, tmp_path / "folder" / "a.parquet")
     pq.write_table(pa.table({"instruction": [1]}), tmp_path / "folder" / "b.parquet")
     with pytest.raises(InputError, match=r"b\.parquet has other columns or types than .*a\.parquet; the Parquet "
                                          r"files of one input must share one schema$"):
-        read_records(tmp_path / "folder", QUALITY)
+        read_records(tmp_path / "folder")
     cut = tmp_path / "cut.parquet"
     cut.write_bytes((tmp_path / "folder" / "a.parquet").read_bytes()[:100])
     with pytest.raises(InputError, match=r"cut\.parquet is not a readable Parquet file: "):
-        read_records(cut, QUALITY)
+        read_records(cut)
 
 
 def test_missing_extras_name_the_pip_command(tmp_path, monkeypatch):
@@ -187,9 +186,9 @@ def test_missing_extras_name_the_pip_command(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "datasets", None)
     with pytest.raises(InputError, match=r"^reading this input needs the parquet extra: "
                                          r"pip install 'localscore\[parquet\]'$"):
-        read_records(tmp_path / "in.parquet", QUALITY)
+        read_records(tmp_path / "in.parquet")
     with pytest.raises(InputError, match=r"needs the datasets extra: pip install 'localscore\[datasets\]'$"):
-        read_records(tmp_path / "saved", QUALITY)
+        read_records(tmp_path / "saved")
     with pytest.raises(OutputError, match=r"^writing Parquet needs the parquet extra: "
                                           r"pip install 'localscore\[parquet\]'$"):
         open_writer(tmp_path / "out.parquet")

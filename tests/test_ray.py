@@ -5,7 +5,12 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import re
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pyarrow as pa
@@ -18,8 +23,10 @@ from localscore import LocalscoreError, ModelError, Scorer
 from localscore.cli import cli
 from localscore.errors import InputError
 from localscore.runner import score_file
+from tests.test_formats import write_hub_cache
 
 DATA = Path(__file__).parent / "data"
+ROOT = Path(__file__).parent.parent
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +117,7 @@ def test_parquet_input_and_strict(cluster, jsonl, records, model, single, tmp_pa
     with Scorer.from_path(model, threads=1) as scorer, pytest.raises(InputError) as expected:
         score_file(jsonl, tmp_path / "single.jsonl", scorer, strict=True)
     assert str(error.value) == str(expected.value) == (
-        "record 11: 'output' is empty (--strict stops at the first bad record)")
+        "record 11: 'output' is empty ('strict' stops at the first bad record)")
     # As in a single-process run, the output takes its name only when complete; what was scored stays partial.
     assert not (tmp_path / "out.parquet").exists()
 
@@ -122,25 +129,107 @@ def test_a_model_an_actor_cannot_load_is_one_line(cluster, jsonl, tmp_path):
         score_on_ray(jsonl, tmp_path / "out.parquet", model_path=tmp_path / "nope.gguf", actors=1, threads=1)
 
 
-def test_input_that_is_not_a_table_is_one_line(cluster, model, tmp_path):
+def test_a_malformed_json_line_is_a_per_record_error_as_without_ray(cluster, model, tmp_path):
     from localscore.distributed import score_on_ray
 
     src = tmp_path / "broken.jsonl"
-    src.write_text('{"instruction": "a", "output": "b"}\n{"instruction": \n', encoding="utf-8")
-    with pytest.raises(InputError, match=r"^.*broken\.jsonl: Ray Data cannot read it as a table \("):
-        score_on_ray(src, tmp_path / "out.parquet", model_path=model)
+    src.write_text('{"instruction": "a", "output": "b"}\n{"instruction": \n{"instruction": "c", "output": "d"}\n',
+                   encoding="utf-8")
+    score_on_ray(src, tmp_path / "ray.jsonl", model_path=model, actors=2)
+    with Scorer.from_path(model, threads=1) as scorer:
+        score_file(src, tmp_path / "single.jsonl", scorer)
+    assert (tmp_path / "ray.jsonl").read_bytes() == (tmp_path / "single.jsonl").read_bytes()
+    lines = [json.loads(line) for line in (tmp_path / "ray.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert lines[1] == {"line": 2, "raw": '{"instruction": ',
+                        "quality_error": "not valid JSON: Expecting value at column 1"}
+    assert "quality_score" in lines[0] and "quality_score" in lines[2]
 
 
 def test_options_that_do_not_work_with_ray(tmp_path, jsonl):
     cases = [
-        (["--resume", "-o", "x.parquet"], "Error: --resume does not work with --ray"),
-        ([], "Error: --ray reads INPUT as a file and needs an output file (-o): give both"),
+        (["--n-gpu-layers", "1", "-o", "x.parquet"], "Error: --n-gpu-layers does not work with --ray"),
+        (["--resume"], "Error: --resume needs an output file (--output)"),
     ]
     for args, message in cases:
         result = CliRunner().invoke(cli, ["score", str(jsonl), "-m", "m.gguf", "--ray", *args])
         assert result.exit_code == 2 and result.output.splitlines()[-1] == message
     result = CliRunner().invoke(cli, ["score", str(jsonl), "-m", "m.gguf", "--actors", "2"])
     assert result.exit_code == 2 and result.output.splitlines()[-1] == "Error: --actors needs --ray"
+
+
+def test_every_table_form_on_ray_equals_the_single_run(cluster, records, model, tmp_path):
+    import datasets
+
+    table = pa.Table.from_struct_array(pa.array(records))
+    (tmp_path / "folder").mkdir()
+    for i, start in enumerate(range(0, len(records), 15)):
+        pq.write_table(table.slice(start, 15), tmp_path / "folder" / f"part-{i}.parquet")
+    datasets.Dataset(table).save_to_disk(str(tmp_path / "saved"))
+    for name in ("folder", "saved"):
+        out, alone = tmp_path / f"{name}.parquet", tmp_path / f"{name}-single.parquet"
+        result = CliRunner().invoke(cli, ["score", str(tmp_path / name), "-m", str(model), "--ray", "--actors", "2",
+                                          "-q", "-o", str(out)], catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        with Scorer.from_path(model, threads=1) as scorer:
+            score_file(tmp_path / name, alone, scorer)
+        assert out.read_bytes() == alone.read_bytes(), name
+        assert pq.read_table(out).num_rows == len(records)
+        # The input's own column types, as a single-process run keeps them.
+        assert pq.read_schema(out).field("conversations").type == table.schema.field("conversations").type
+
+    # huggingface_hub reads HF_HUB_* once, on import: the hub runs are processes of their own, on this cluster.
+    write_hub_cache(tmp_path / "hub", "org/mixed", table)
+    outputs = []
+    for extra in (["--ray", "--actors", "2"], []):
+        outputs.append(tmp_path / f"hub{len(outputs)}.jsonl")
+        hub = subprocess.run([sys.executable, "-m", "localscore", "score", "hf://datasets/org/mixed", "-m",
+                              str(model), *extra, "-q", "-t", "1", "-o", str(outputs[-1])], cwd=ROOT,
+                             env=_env(tmp_path), capture_output=True, text=True, timeout=600)
+        assert hub.returncode == 0, hub.stderr
+    assert outputs[0].read_bytes() == outputs[1].read_bytes()
+    assert len(outputs[0].read_text(encoding="utf-8").splitlines()) == len(records)
+
+
+def _env(tmp_path: Path) -> dict:
+    """A child process on this module's cluster, with an offline hub cache under tmp_path."""
+    return {**os.environ, "RAY_ADDRESS": ray.get_runtime_context().gcs_address, "HF_HUB_OFFLINE": "1",
+            "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_DATASETS_CACHE": str(tmp_path / "datasets-cache"),
+            "HF_HOME": str(tmp_path / "hf-home")}
+
+
+def test_a_killed_ray_driver_resumes_to_the_uninterrupted_bytes(cluster, records, model, tmp_path):
+    many = [{**record, "id": f"{copy}-{record['id']}"} for copy in range(20) for record in records]  # 800
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in many), encoding="utf-8")
+    full = tmp_path / "full.jsonl"
+    with Scorer.from_path(model, threads=1) as scorer:
+        score_file(src, full, scorer)
+
+    out = tmp_path / "out.jsonl"
+    partial = tmp_path / "out.jsonl.partial"
+    driver = subprocess.Popen([sys.executable, "-m", "localscore", "score", str(src), "-m", str(model), "--ray",
+                               "--actors", "2", "-q", "-o", str(out)], cwd=ROOT, env=_env(tmp_path),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and driver.poll() is None and _lines(partial) < 60:
+        time.sleep(0.02)
+    driver.send_signal(signal.SIGKILL)
+    driver.communicate(timeout=60)
+    assert 60 <= _lines(partial) < len(many), "the run finished before it could be killed"
+    assert not out.exists()
+
+    result = CliRunner().invoke(cli, ["score", str(src), "-m", str(model), "--ray", "--actors", "2", "--resume",
+                                      "-o", str(out)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert out.read_bytes() == full.read_bytes()
+    assert re.search(r", \d+ resumed$", result.stderr.splitlines()[-1])
+
+
+def _lines(path: Path) -> int:
+    try:
+        return path.read_bytes().count(b"\n")
+    except FileNotFoundError:
+        return 0
 
 
 def test_missing_ray_names_the_extra(monkeypatch, jsonl, tmp_path):

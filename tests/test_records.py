@@ -13,7 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from localscore.errors import InputError
-from localscore.records import MAX_FIELD_CHARS, Record, Turn, read_records, result
+from localscore.reader import read_records
+from localscore.records import MAX_FIELD_CHARS, Record, Turn, result
 from localscore.templates import COMPLEXITY, QUALITY
 
 DATA = Path(__file__).parent / "data"
@@ -57,7 +58,8 @@ def jsonl(records: list) -> bytes:
 
 
 def read_bytes(data: bytes, template=QUALITY) -> list[Record]:
-    return list(read_records(io.BytesIO(data), template))
+    """The records of `data` as `template`'s prompt reads them."""
+    return [record.reading(template) for record in read_records(io.BytesIO(data))]
 
 
 def write(tmp_path: Path, name: str, data: bytes) -> Path:
@@ -73,7 +75,7 @@ def write(tmp_path: Path, name: str, data: bytes) -> Path:
 def test_alpaca_from_self_instruct(tmp_path, as_array):
     data = alpaca_from_self_instruct()
     path = write(tmp_path, "alpaca.json", json.dumps(data).encode() if as_array else jsonl(data))
-    records = list(read_records(path, QUALITY))
+    records = list(read_records(path))
     assert len(records) == len(data) == 427
     for number, (record, source) in enumerate(zip(records, data), 1):
         assert (record.number, record.kind, record.error, record.data) == (number, "alpaca", None, source)
@@ -83,7 +85,7 @@ def test_alpaca_from_self_instruct(tmp_path, as_array):
 
 def test_sharegpt_from_fastchat():
     data = sharegpt_from_fastchat()
-    records = list(read_records(DATA / "fastchat_dummy_conversation.json", QUALITY))
+    records = list(read_records(DATA / "fastchat_dummy_conversation.json"))
     assert len(records) == 500
     for number, (record, source) in enumerate(zip(records, data), 1):
         assert (record.number, record.kind, record.error) == (number, "sharegpt", None)
@@ -98,7 +100,7 @@ def test_sharegpt_as_jsonl_through_a_pipe():
     writer = threading.Thread(target=lambda: (os.write(write_fd, data), os.close(write_fd)))
     writer.start()
     with open(read_fd, "rb") as stream:
-        records = list(read_records(stream, QUALITY))
+        records = list(read_records(stream))
     writer.join()
     assert [r.number for r in records] == list(range(1, 501))
     assert sum(len(r.turns) for r in records) == 1000
@@ -133,10 +135,10 @@ def test_complexity_scores_unanswered_instructions():
 def test_format_is_detected_by_content_with_bom_blank_lines_and_crlf(tmp_path):
     data = alpaca_from_self_instruct()[:3]
     body = b"\xef\xbb\xbf\r\n" + jsonl(data[:2]).replace(b"\n", b"\r\n") + b"  \n\n" + jsonl(data[2:])
-    records = list(read_records(write(tmp_path, "looks_like_array.json", body), QUALITY))
+    records = list(read_records(write(tmp_path, "looks_like_array.json", body)))
     assert [(r.number, r.error) for r in records] == [(2, None), (3, None), (6, None)]
     array = b"\xef\xbb\xbf \n" + json.dumps(data, indent=2).encode()
-    assert [r.number for r in read_records(write(tmp_path, "array.jsonl", array), QUALITY)] == [1, 2, 3]
+    assert [r.number for r in read_records(write(tmp_path, "array.jsonl", array))] == [1, 2, 3]
     assert read_bytes(b"") == read_bytes(b"\n \n") == read_bytes(b"[]") == []
 
 
@@ -252,20 +254,20 @@ def test_bad_elements_of_a_json_array():
 
 def test_unreadable_inputs_raise_input_error_naming_the_file(tmp_path):
     with pytest.raises(InputError, match=r"cannot read .*missing\.jsonl: No such file"):
-        read_records(tmp_path / "missing.jsonl", QUALITY)
+        read_records(tmp_path / "missing.jsonl")
     with pytest.raises(InputError, match=r"is a folder without \.parquet files or a datasets save_to_disk folder"):
-        read_records(tmp_path, QUALITY)
+        read_records(tmp_path)
     broken = write(tmp_path, "broken.json", b'[\n  {"instruction": "a"},\n  {"instruction": "b"\n]')
     with pytest.raises(InputError, match=r"broken\.json: not valid JSON at line 4 column 1: Expecting ',' delimiter"):
-        read_records(broken, QUALITY)
+        read_records(broken)
     latin1 = write(tmp_path, "latin1.json", b'[\n{"instruction": "caf\xe9"}]')
     with pytest.raises(InputError, match=r"latin1\.json line 2: not valid UTF-8"):
-        read_records(latin1, QUALITY)
+        read_records(latin1)
     pretty = write(tmp_path, "object.json", b'{\n  "data": [{"instruction": "a", "output": "b"}]\n}\n')
     with pytest.raises(InputError, match=r"object\.json holds one JSON object, not records"):
-        read_records(pretty, QUALITY)
+        read_records(pretty)
     with pytest.raises(InputError, match=r"<input>: not valid JSON at line 2 column 1: Extra data"):
-        read_records(io.BytesIO(b"[1, 2]\n[3]\n"), QUALITY)
+        read_records(io.BytesIO(b"[1, 2]\n[3]\n"))
 
 
 def test_jsonl_is_streamed_record_by_record():
@@ -275,7 +277,7 @@ def test_jsonl_is_streamed_record_by_record():
     os.write(write_fd, first_two)  # the rest has not arrived yet, as when a slow producer pipes into stdin
     got = []
     with open(read_fd, "rb") as stream:
-        records = read_records(stream, QUALITY)
+        records = read_records(stream)
         reader = threading.Thread(target=lambda: got.extend([next(records), next(records)]))
         reader.start()
         reader.join(timeout=10)

@@ -42,8 +42,8 @@ def test_a_device_is_written_in_place_and_never_replaced(tmp_path):
     assert score(null, records) == 0
     assert stat.S_ISCHR(null.lstat().st_mode) and null.lstat().st_rdev == os.makedev(1, 3)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["null"]  # no .partial ever made
-    with pytest.raises(OutputError, match=r"^--resume cannot continue .*null: it is not a regular file, so it is "
-                                          r"written in place and keeps nothing to continue; drop --resume$"):
+    with pytest.raises(OutputError, match=r"^'resume' cannot continue .*null: it is not a regular file, so it is "
+                                          r"written in place and keeps nothing to continue; drop 'resume'$"):
         open_writer(null, resume=True)
     with pytest.raises(OutputError, match=r"^cannot write Parquet to .*null\.parquet: it is not a regular file"):
         os.mknod(tmp_path / "null.parquet", stat.S_IFCHR | 0o666, os.makedev(1, 3))
@@ -149,8 +149,10 @@ def test_a_full_disk_is_one_line_and_resumes_to_the_same_file(tmp_path, monkeypa
         _disk_fills_after(patch, reference.stat().st_size // (1 if suffix == ".parquet" else 2))
         with pytest.raises(OutputError) as error:
             score(out, records)
-    written = re.escape(str(partial(out))) + (r"/part-\d{6}\.parquet\.tmp" if suffix == ".parquet" else "")
-    assert re.fullmatch(f"disk full writing {written}; free some space, then rerun with --resume to continue",
+    # A Parquet part is written under a temporary name next to it (durable.write_file).
+    part = r"/\.part-\d{6}\.parquet\.\d+\.[0-9a-f]{8}\.tmp"
+    written = re.escape(str(partial(out))) + (part if suffix == ".parquet" else "")
+    assert re.fullmatch(f"disk full writing {written}; free some space, then rerun with 'resume' to continue",
                         str(error.value))
     assert not out.exists() and partial(out).exists()
     assert 0 < score(out, records, resume=True) < len(records)
@@ -165,7 +167,7 @@ def test_a_full_disk_while_joining_the_parquet_parts_resumes(tmp_path, monkeypat
     with monkeypatch.context() as patch:
         _disk_fills_after(patch, 1000, files=("final.tmp",))
         with pytest.raises(OutputError, match=r"^disk full writing .*out\.parquet\.partial/final\.tmp; free some "
-                                              r"space, then rerun with --resume to continue$"):
+                                              r"space, then rerun with 'resume' to continue$"):
             score(out, records)
     assert not out.exists()
     assert score(out, records, resume=True) == len(records)  # every result was in a part: only the join is redone
@@ -184,7 +186,7 @@ def test_a_real_full_file_system(tmp_path):
         score(reference, records)
         out = disk / "out.jsonl"
         with pytest.raises(OutputError, match=r"^disk full writing .*out\.jsonl\.partial; free some space, then "
-                                              r"rerun with --resume to continue$"):
+                                              r"rerun with 'resume' to continue$"):
             score(out, records)
         subprocess.run(["mount", "-o", "remount,size=1m", str(disk)], check=True)
         assert 0 < score(out, records, resume=True) < len(records)

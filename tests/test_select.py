@@ -146,9 +146,9 @@ def test_lazy_selection_embeds_only_what_the_walk_reaches(tmp_path, embedder_ggu
     np.save(eager_file, pool_embeddings)
     for budget, threshold in [(10, 0.97), (25, 0.99)]:
         eager = select_file(source, tmp_path / "eager.jsonl", budget=budget, threshold=threshold,
-                            embeddings_path=eager_file)
+                            embeddings=eager_file)
         lazy = select_file(source, tmp_path / "lazy.jsonl", budget=budget, threshold=threshold,
-                           model_path=embedder_gguf, threads=1, cache_path=tmp_path / f"cache-{budget}.sqlite")
+                           model=embedder_gguf, threads=1, cache_path=tmp_path / f"cache-{budget}.sqlite")
         lazy_out, eager_out = (read_jsonl(tmp_path / f"{name}.jsonl") for name in ("lazy", "eager"))
         assert [r["id"] for r in lazy_out] == [r["id"] for r in eager_out]
         for a, b in zip(lazy_out, eager_out):  # the similarity only to float32 rounding (other block shapes)
@@ -157,7 +157,7 @@ def test_lazy_selection_embeds_only_what_the_walk_reaches(tmp_path, embedder_ggu
         # Only the records the walk examined were embedded: fewer than the pool (Deita embeds all 100).
         assert lazy.computed == lazy.examined == eager.examined < len(pool)
         print(f"budget {budget}, threshold {threshold}: {lazy.computed} of {len(pool)} records embedded")
-    again = select_file(source, tmp_path / "again.jsonl", budget=25, threshold=0.97, model_path=embedder_gguf,
+    again = select_file(source, tmp_path / "again.jsonl", budget=25, threshold=0.97, model=embedder_gguf,
                         threads=1, cache_path=tmp_path / "cache-25.sqlite")
     assert again.reused > 0 and again.computed == again.examined - again.reused
 
@@ -183,9 +183,9 @@ def test_select_command(tmp_path, monkeypatch, pool, pool_embeddings):
 
 
 @pytest.mark.parametrize("args, message", [
-    ([], "Error: give the embedder (-m EMBEDDER.gguf) or precomputed embeddings (--embeddings FILE), one of the two"),
+    ([], "Error: give the embedder (--model) or precomputed embeddings (--embeddings), one of the two"),
     (["--embeddings", "{emb}", "-m", "{emb}"],
-     "Error: give the embedder (-m EMBEDDER.gguf) or precomputed embeddings (--embeddings FILE), one of the two"),
+     "Error: give the embedder (--model) or precomputed embeddings (--embeddings), one of the two"),
 ])
 def test_select_needs_one_source_of_embeddings(tmp_path, pool, args, message):
     source = write_jsonl(tmp_path / "scored.jsonl", pool[:3])
@@ -214,3 +214,50 @@ def test_select_refuses_embeddings_of_another_input(tmp_path, pool):
     assert (result.exit_code, result.output) == (1, (
         f"Error: embeddings {tmp_path / 'emb.npy'} have 4 rows but the input has 3 records; make them from this "
         "input with `localscore embed`\n"))
+
+
+@pytest.mark.parametrize("lazy", [False, True], ids=["eager", "lazy"])
+def test_unusable_embeddings_are_skipped_with_their_reason(pool, pool_embeddings, lazy):
+    budget, threshold = 12, 0.97
+    reference = select(pool, pool_embeddings, budget, threshold)
+    # Spoil three records the walk would keep, and one it would never reach.
+    spoiled = np.array(pool_embeddings, dtype=np.float32)
+    nan, infinite, zero = reference.indices[0], reference.indices[3], reference.indices[5]
+    spoiled[nan, 7] = np.nan
+    spoiled[infinite, 0] = -np.inf
+    spoiled[zero] = 0.0
+    order = selection.rank(evol_scores(pool))
+    embeddings = (lambda rows: spoiled[rows]) if lazy else spoiled
+    got = diversity_filter(order, embeddings, budget, threshold)
+    assert got.skipped == [(nan, "NaN embedding"), (infinite, "infinite embedding"), (zero, "all-zero embedding")]
+    assert not {nan, infinite, zero} & set(got.indices) and len(got.indices) == budget
+    # Exactly the walk over the records whose embeddings are usable.
+    usable = np.array([i for i in order if i not in (nan, infinite, zero)])
+    expected = diversity_filter(usable, pool_embeddings, budget, threshold)
+    assert (got.indices, got.examined, got.rejected) == (expected.indices, expected.examined, expected.rejected)
+    np.testing.assert_allclose(np.array(got.similarities[1:], dtype=float),
+                               np.array(expected.similarities[1:], dtype=float), atol=1e-6)
+
+
+def test_select_counts_records_skipped_for_their_embedding(tmp_path, embedder_gguf, pool, pool_embeddings):
+    records = pool[:30]
+    source = write_jsonl(tmp_path / "scored.jsonl", records)
+    best = int(selection.rank(evol_scores(records))[0])
+    spoiled = np.array(pool_embeddings[:30], dtype=np.float32)
+    spoiled[best] = np.nan  # what `embed` writes for a record it cannot embed
+    np.save(tmp_path / "emb.npy", spoiled)
+    summary = select_file(source, tmp_path / "out.jsonl", budget=30, threshold=1.0,
+                          embeddings_path=tmp_path / "emb.npy")
+    assert summary.unusable == {"NaN embedding": 1} and summary.selected == 29
+    assert pool[best]["id"] not in [r["id"] for r in read_jsonl(tmp_path / "out.jsonl")]
+    assert re.fullmatch(r"29 selected from 30 records \(1 with NaN embeddings skipped\) in [\d.]+ s: 29 examined, "
+                        r"0 rejected as near-duplicates; 0 embedded, 0 from the cache", summary.line())
+
+    # Lazily: a record with scores that cannot be embedded (no answer to embed) is skipped the same way.
+    broken = {"conversations": [{"from": "human", "value": "Hi"}], "quality_scores": [6.0],
+              "complexity_scores": [6.0], "id": "unanswered"}
+    source = write_jsonl(tmp_path / "lazy.jsonl", [broken, *records[:5]])
+    lazy = select_file(source, tmp_path / "lazy-out.jsonl", budget=6, threshold=1.0, model_path=embedder_gguf,
+                       threads=1, cache_path=tmp_path / "cache.sqlite")
+    assert lazy.unusable == {"NaN embedding": 1} and lazy.selected == 5
+    assert "unanswered" not in [r["id"] for r in read_jsonl(tmp_path / "lazy-out.jsonl")]

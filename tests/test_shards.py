@@ -77,7 +77,7 @@ def test_merge_refuses_missing_repeated_and_foreign_shards(tmp_path, q8_scorer, 
          f"Error: {foreign} is a shard of another input, split or scorer than {outputs[0]}; merge the shards of "
          "one run"),
         ([outputs[0], outputs[1], source], f"Error: {source} has no in.jsonl.shard.json: it is not the finished "
-                                           "output of a --shard run"),
+                                           "output of a run with --shard"),
     ]
     for args, message in cases:
         result = merge(*args, "-o", out)
@@ -107,7 +107,7 @@ def test_score_command_shards(tmp_path, gguf_file, records, q8_scorer):
     assert not Path(f"{out}.shard.json").exists()
     for args, message in [(["--shard", "2/2"], "Error: shard '2/2' must be I/N with 0 <= I < N, e.g. 0/4 for the "
                                                  "first of four"),
-                          (["--shard", "0/2", "-o", "/dev/null"], "Error: --shard needs an output file (-o): each "
+                          (["--shard", "0/2", "-o", "/dev/null"], "Error: --shard needs an output file (--output): each "
                                                                    "shard writes its own, merged afterwards")]:
         result = CliRunner().invoke(cli, ["score", str(source), "-m", str(model), "-q", *args])
         assert result.exit_code == 1 and result.output == message + "\n"
