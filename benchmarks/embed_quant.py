@@ -74,11 +74,10 @@ def work_embed(model: str, data: str, out: str, threads: str) -> dict:
 
     from localscore.embed_run import turns_of
     from localscore.embedding import Embedder
-    from localscore.records import read_records
-    from localscore.templates import QUALITY
+    from localscore.reader import read_records
 
     with Embedder.from_path(model, threads=int(threads) or None) as embedder:
-        ids = [embedder.ids(turns_of(record)) for record in read_records(data, QUALITY)]
+        ids = [embedder.ids(turns_of(record)) for record in read_records(data)]
         embedder.embed_ids(ids[0])  # warm-up
         start = time.perf_counter()
         vectors = np.stack([embedder.embed_ids(i) for i in ids])
