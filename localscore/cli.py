@@ -293,12 +293,22 @@ def select(quiet: bool, **options) -> None:
               help="Write the figures as JSON to this file (- for stdout).")
 @click.option("plot", "--plot", type=click.Path(dir_okay=False, path_type=Path),
               help="Write a PNG: A vs B scatter and the histogram of B - A (needs localscore[plot]).")
+@click.option("embedder", "--embedder", is_flag=True,
+              help="A and B are embedders: GGUFs or .npy files from `localscore embed DATA`.")
+@click.option("budget", "-k", "--budget", type=click.IntRange(min=1),
+              help="With --embedder: records to select (default: a fifth of those compared).")
+@click.option("threshold", "--threshold", type=click.FloatRange(0, 1), default=0.9, show_default=True,
+              help="With --embedder: the selection's similarity threshold.")
 def compare(json: str | None, **options) -> None:
     """Compare two scorers on the same records: A and B are each a scorer GGUF or a file scored from DATA
     (localscore's output, or Deita's JSON with quality_scores lists).
 
     Prints Spearman, Kendall and Pearson correlations, mean and max |B - A|, and the overlap of the top 5/10/25 %
     per turn and per record.
+
+    With --embedder, A and B are two embedders instead: prints the cosine of each record's two embeddings, how
+    pairwise similarities move around --threshold, and, when DATA is scored by both scorers, how many of the
+    records Deita's selection keeps change.
 
     Example: localscore compare deita.q4_k_m.gguf deita.f16.gguf data.jsonl --sample 500 --plot compare.png
     """

@@ -20,6 +20,7 @@ from .tables import HUB_PREFIX
 if TYPE_CHECKING:
     from .comparison import Comparison
     from .embed_run import EmbedSummary
+    from .embedding_compare import EmbedderComparison
     from .runner import Summary
     from .select_run import SelectSummary
 
@@ -107,15 +108,33 @@ def select(input: PathLike, output: PathLike | None = None, *, budget: int, thre
 
 def compare(a: PathLike, b: PathLike, data: PathLike, *, scorer: str = "quality", sample: int | None = None,
             seed: int = 0, threads: int | None = None, kernels: str = "auto", json: PathLike | None = None,
-            plot: PathLike | None = None,
-            progress: Progress | None = None, log: Log | None = None) -> Comparison:
+            plot: PathLike | None = None, embedder: bool = False, budget: int | None = None, threshold: float = 0.9,
+            progress: Progress | None = None, log: Log | None = None) -> Comparison | EmbedderComparison:
     """Compare scorer `a` with scorer `b` on the records of `data` (all, or `sample` drawn with `seed`): each is a
     scorer GGUF, scored here, or a file scored from `data`. Writes the figures as JSON to `json` and a PNG to `plot`
-    when given; returns them."""
-    from .compare import compare as compare_scorers
-
+    when given; returns them. With `embedder`, `a` and `b` are embedders instead (GGUFs, or `.npy` files from
+    `embed` of `data`), and when `data` is scored, Deita's selection of `budget` records at `threshold` runs with
+    each (see embedding_compare.py)."""
     for path in (a, b, data):
         _existing(path)
+    if embedder:
+        for name, given in (("scorer", scorer != "quality"), ("plot", plot is not None)):
+            if given:
+                raise UsageError(f"{{{name}}} compares scorers; drop it or drop {{embedder}}", options=[name, "embedder"])
+        from .embedding_compare import compare_embedders
+
+        return compare_embedders(a, b, data, budget=budget, threshold=threshold, sample=sample, seed=seed,
+                                 threads=threads, kernels=kernels, json_path=json, log=log,
+                                 progress=progress)
+    for name, given in (("budget", budget is not None), ("threshold", threshold != 0.9)):
+        if given:
+            raise UsageError(f"{{{name}}} compares embedders' selections: add {{embedder}}", options=[name, "embedder"])
+    from .compare import compare as compare_scorers, is_npy
+
+    for label, path in (("A", a), ("B", b)):
+        if is_npy(path):
+            raise UsageError(f"{label} ({os.fspath(path)}) holds embeddings: add {{embedder}} to compare embedders",
+                             options=["embedder"])
     return compare_scorers(a, b, data, scorer=scorer, sample=sample, seed=seed, threads=threads, kernels=kernels,
                            json_path=json, plot=plot, log=log, progress=progress)
 

@@ -26,6 +26,7 @@ from .records import Record
 from .templates import TEMPLATES, Template
 
 GGUF_MAGIC = b"GGUF"
+NPY_MAGIC = b"\x93NUMPY"
 
 
 def compare(a: str | os.PathLike, b: str | os.PathLike, data: str | os.PathLike, *, scorer: str = "quality",
@@ -96,9 +97,18 @@ def sample_positions(n: int, sample: int | None, seed: int) -> np.ndarray:
 
 
 def is_gguf(path: str | os.PathLike) -> bool:
+    return _starts_with(path, GGUF_MAGIC)
+
+
+def is_npy(path: str | os.PathLike) -> bool:
+    """Whether `path` is a numpy .npy file (as `localscore embed` writes embeddings)."""
+    return _starts_with(path, NPY_MAGIC)
+
+
+def _starts_with(path: str | os.PathLike, magic: bytes) -> bool:
     try:
         with open(path, "rb") as f:
-            return f.read(len(GGUF_MAGIC)) == GGUF_MAGIC
+            return f.read(len(magic)) == magic
     except OSError as e:
         raise InputError(f"cannot read {os.fspath(path)}: {e.strerror}") from None
 

@@ -68,7 +68,7 @@ def select_file(source: str | os.PathLike | BinaryIO, output: str | os.PathLike 
     start = time.perf_counter()
     records = list(read_records(source, split=split, config=config))
     summary.records = len(records)
-    scores = np.array([_evol_score(record) for record in records], dtype=np.float64)
+    scores = np.array([record_evol_score(record) for record in records], dtype=np.float64)
     order = rank(scores)[:int(np.isfinite(scores).sum())]  # NaN (unscored) sort last and are left out
     summary.unscored = len(records) - len(order)
 
@@ -89,7 +89,7 @@ def select_file(source: str | os.PathLike | BinaryIO, output: str | os.PathLike 
     return summary
 
 
-def _evol_score(record: Record) -> float:
+def record_evol_score(record: Record) -> float:
     """The record's evol score; NaN for a record the scorers reported an error for."""
     if record.data is None:
         raise InputError(f"record {record.number}: {record.error}")
