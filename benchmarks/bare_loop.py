@@ -19,12 +19,12 @@ from pathlib import Path
 import llama_cpp
 import numpy as np
 
-# Importing localscore.engine also routes llama.cpp's log away from stderr.
-from localscore.engine import physical_cores
-from localscore.kernels import KERNELS, choose
-from localscore.llama_log import LlamaLog
-from localscore.llama_model import read_file_type
-from localscore.templates import LABELS, QUALITY
+# Importing localscore.llama.engine also routes llama.cpp's log away from stderr.
+from localscore.llama.engine import physical_cores
+from localscore.llama.kernels import KERNELS, choose
+from localscore.llama.log import LlamaLog
+from localscore.llama.model import read_file_type
+from localscore.deita.templates import LABELS, QUALITY
 
 
 def load(path: str, n_threads: int, kernels: str):

@@ -33,10 +33,10 @@ PYTHON = sys.executable
 TARGET_QUANT = "q4_k_m"
 
 # Method keys, in the order of the table.
-# The bare loop runs with both of llama.cpp's kernel settings (localscore/kernels.py); localscore is measured
+# The bare loop runs with both of llama.cpp's kernel settings (localscore/llama/kernels.py); localscore is measured
 # against the faster of the two, whatever its own table picks.
 BARE_KERNELS = ("direct", "repacked")
-AMX = "x86 AMX"  # localscore.kernels.AMX (not imported: this parent loads no llama.cpp); repacked crashes there
+AMX = "x86 AMX"  # localscore.llama.kernels.AMX (not imported: this parent loads no llama.cpp); repacked crashes there
 
 
 def bare(kernels: str, process: bool = False) -> str:

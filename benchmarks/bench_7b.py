@@ -4,7 +4,7 @@ written as the Deita scorers ship (bf16 `pytorch_model-0000N-of-00003.bin` shard
 1. `localscore convert ... --quant q4_k_m` (time, peak RSS),
 2. `localscore score` of N real pairs at q4_k_m (whole process: seconds, peak RSS) and its steady decode rate
    (localscore_loop.py, after 2 warm-up pairs),
-3. the bare loop with llama.cpp's direct and repacked kernels (localscore/kernels.py),
+3. the bare loop with llama.cpp's direct and repacked kernels (localscore/llama/kernels.py),
 4. the reference method (transformers + torch, one sample at a time) in bf16, and in fp32 when the machine has
    the memory for it (~27 GB of weights), at its steady rate over the first --reference-pairs pairs after one
    warm-up pair (torch bf16 is slow on CPUs without AVX512_BF16: a few pairs give its rate).

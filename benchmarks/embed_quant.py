@@ -11,7 +11,7 @@ Two checkpoints, both converted with `convert.convert` to f32, f16, q8_0, q6_k, 
 
 The conversations get seeded random quality and complexity scores: the evol-score ranking is then the same for
 every type, so a change in the selection is the embedder's alone. Each type embeds in its own subprocess (peak
-RSS from wait4); the figures come from `localscore.embedding_compare.compare_embedders` (what `localscore compare
+RSS from wait4); the figures come from `localscore.runs.embedding_compare.compare_embedders` (what `localscore compare
 --embedder` prints), f32 as A.
 
     .venv/bin/python benchmarks/embed_quant.py [--conversations 16] [--trained-conversations 500]
@@ -72,9 +72,9 @@ def work_convert(folder: str, out: str, quant: str) -> dict:
 def work_embed(model: str, data: str, out: str, threads: str) -> dict:
     import numpy as np
 
-    from localscore.embed_run import turns_of
-    from localscore.embedding import Embedder
-    from localscore.reader import read_records
+    from localscore.runs.embed import turns_of
+    from localscore.llama.embedder import Embedder
+    from localscore.forms.reader import read_records
 
     with Embedder.from_path(model, threads=int(threads) or None) as embedder:
         ids = [embedder.ids(turns_of(record)) for record in read_records(data)]
@@ -158,7 +158,7 @@ def main() -> None:
             print(f"embed_quant: {name} {quant}: {r.report['embeddings'] / r.report['seconds']:.2f}/s "
                   f"({load()})", file=sys.stderr, flush=True)
         results[name] = {"data": str(data), "speed": speed, "load_after": os.getloadavg(), "figures": {}}
-    from localscore.embedding_compare import compare_embedders  # after the runs: it loads llama.cpp
+    from localscore.runs.embedding_compare import compare_embedders  # after the runs: it loads llama.cpp
 
     for name, result in results.items():
         data, speed = result["data"], result["speed"]

@@ -47,7 +47,7 @@ def _conversations(n: int) -> list[list[tuple[str, str]]]:
 def work_llama(model: str, n: str, out: str) -> dict:
     import numpy as np
 
-    from localscore.embedding import Embedder
+    from localscore.llama.embedder import Embedder
 
     with Embedder.from_path(model) as embedder:
         ids = [embedder.ids(turns) for turns in _conversations(int(n))]
@@ -117,7 +117,7 @@ def work_select(path: str, budget: str) -> dict:
     os.environ["OPENBLAS_NUM_THREADS"] = "1"
     import numpy as np
 
-    from localscore.selection import diversity_filter
+    from localscore.deita.selection import diversity_filter
 
     pool = np.load(path, mmap_mode="r")
     order = np.random.default_rng(1).permutation(len(pool))  # the evol-score order of a random pool
@@ -129,8 +129,8 @@ def work_select(path: str, budget: str) -> dict:
 
 
 def work_kv(model: str, pairs: str, full: str) -> dict:
-    from localscore import llama_model
-    from localscore.scorer import Scorer
+    from localscore.llama import model as llama_model
+    from localscore.llama.scorer import Scorer
 
     if full == "full":
         llama_model.CELL_STEP = 1 << 20  # every context is the full one, as before the cache followed the data

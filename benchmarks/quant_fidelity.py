@@ -1,5 +1,5 @@
 """Which quantization keeps a scorer's scores: every quant type (and llama.cpp's per-tensor overrides) compared
-with the f32 GGUF of the same checkpoint by `localscore.compare`, on a trained scorer and, for contrast, on seeded
+with the f32 GGUF of the same checkpoint by `localscore.runs.compare`, on a trained scorer and, for contrast, on seeded
 random weights of the same shape.
 
     python benchmarks/quant_fidelity.py --sample 160 [--models trained,random] [--json FILE]
@@ -21,10 +21,10 @@ import gguf
 from benchmarks.trained_scorer import SHAPE, build
 from convert import convert
 from convert.quantize import quantize
-from localscore.compare import compare
-from localscore.comparison import Comparison
-from localscore.runner import score_file
-from localscore.scorer import Scorer
+from localscore.runs.compare import compare
+from localscore.runs.comparison import Comparison
+from localscore.runs.score import score_file
+from localscore.llama.scorer import Scorer
 from tests.checkpoints import write_checkpoint
 
 WORK = Path(__file__).resolve().parent / "work" / "fidelity"

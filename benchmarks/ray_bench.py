@@ -66,7 +66,7 @@ def worker(model: str, pairs: str, out: str, actors: int, threads: int) -> None:
     import pyarrow.parquet as pq
     import ray
 
-    from localscore.distributed import score_on_ray
+    from localscore.runs.ray import score_on_ray
 
     start = time.perf_counter()
     ray.init(num_cpus=CPUS, include_dashboard=False, object_store_memory=200 * 2**20, logging_level=logging.WARNING)

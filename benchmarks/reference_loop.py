@@ -12,7 +12,7 @@ import argparse
 import json
 import time
 
-from localscore.templates import QUALITY
+from localscore.deita.templates import QUALITY
 from tests.reference import ReferenceScorer
 
 

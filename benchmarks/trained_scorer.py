@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from localscore.templates import QUALITY
+from localscore.deita.templates import QUALITY
 from tests.checkpoints import SCORE_TOKEN_IDS, TOKENIZER_MODEL, Shape, config, write_checkpoint
 from tests.conftest import DATA, alpaca_pairs
 

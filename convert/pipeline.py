@@ -19,7 +19,7 @@ from convert.llama import ARCH_NAME, LlamaParams, PlannedTensor, plan_tensors, r
 from convert.quantize import quantize
 from convert.tensor import DType
 from convert.vocab import Vocab, load_vocab
-from localscore.durable import publish_written
+from localscore.forms.durable import publish_written
 from localscore.errors import ConversionError
 
 Q = gguf.GGMLQuantizationType

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import llama_cpp
 
-from localscore.llama_log import LlamaLog
+from localscore.llama.log import LlamaLog
 from localscore.errors import ConversionError
 
 # localscore's quant names -> llama.cpp's file types (what llama-quantize calls Q4_K_M etc.).

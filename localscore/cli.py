@@ -15,9 +15,9 @@ from convert import QUANT_TYPES
 
 from . import __version__
 from .errors import LocalscoreError, OutputClosed, UsageError
-from .kernels import KERNELS
-from .prompts import TOO_LONG_POLICIES
-from .templates import TEMPLATES
+from .llama.kernels import KERNELS
+from .deita.prompts import TOO_LONG_POLICIES
+from .deita.templates import TEMPLATES
 
 
 # What a shell reports for a process killed by SIGPIPE: `localscore ... | head` ends like any other Unix tool.
@@ -28,7 +28,7 @@ class _Group(click.Group):
     def invoke(self, ctx: click.Context):
         # The one place where a user's mistake becomes a one-line error; anything else is a bug and keeps
         # its traceback.
-        from .runner import Interrupted
+        from .runs.score import Interrupted
 
         try:
             return super().invoke(ctx)
@@ -194,7 +194,7 @@ def score(quiet: bool, **options) -> None:
 
     Example: localscore score data.jsonl -o scored.jsonl -m deita-quality.q4_k_m.gguf
     """
-    from .commands import score
+    from .api import score
 
     with _progress(quiet) as progress:
         summary = score(**options, progress=progress, log=None if quiet else _log)
@@ -213,7 +213,7 @@ def merge(**options) -> None:
 
     Example: localscore merge scored-*-of-4.jsonl -o scored.jsonl
     """
-    from .commands import merge
+    from .api import merge
 
     _log(merge(**options).line())
 
@@ -232,7 +232,7 @@ def embed(quiet: bool, **options) -> None:
 
     Example: localscore embed scored.jsonl -m mistral-7b.q8_0.gguf -o embeddings.npy
     """
-    from .commands import embed
+    from .api import embed
 
     with _progress(quiet) as progress:
         summary = embed(**options, progress=progress)
@@ -266,8 +266,8 @@ def select(quiet: bool, **options) -> None:
 
     Example: localscore select scored.jsonl --budget 6000 -m mistral-7b.q8_0.gguf -o selected.jsonl
     """
-    from .commands import select
-    from .selection import MissingScores
+    from .api import select
+    from .deita.selection import MissingScores
 
     try:
         with _progress(quiet) as progress:
@@ -312,7 +312,7 @@ def compare(json: str | None, **options) -> None:
 
     Example: localscore compare deita.q4_k_m.gguf deita.f16.gguf data.jsonl --sample 500 --plot compare.png
     """
-    from .commands import compare
+    from .api import compare
 
     to_stdout = json == "-"
     with _progress(False) as progress:

@@ -63,7 +63,7 @@ def _strings(tree: ast.AST) -> list[tuple[int, str]]:
 
 
 def test_library_code_names_no_cli_flag():
-    files = [p for p in sorted((ROOT / "localscore").glob("*.py")) if p.name != "cli.py"]
+    files = [p for p in sorted((ROOT / "localscore").rglob("*.py")) if p.name != "cli.py"]
     files += sorted((ROOT / "convert").glob("*.py"))
     assert len(files) > 20
     found = [f"{path.relative_to(ROOT)}:{line}: {text!r}"
@@ -92,7 +92,7 @@ def test_the_command_options_are_the_function_parameters(command):
 
 
 def test_importing_localscore_loads_neither_llama_cpp_nor_click():
-    code = ("import sys, localscore; import localscore.compare; "
+    code = ("import sys, localscore; import localscore.runs.compare; "
             "print(sorted(m for m in ('llama_cpp', 'click', 'pyarrow') if m in sys.modules), "
             "callable(localscore.compare))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

@@ -13,9 +13,9 @@ import scipy.stats
 from click.testing import CliRunner
 
 from localscore import Scorer
-from localscore.agreement import BUDGETS, agreement, kendall_tau_b, ranks, top_overlap
+from localscore.runs.agreement import BUDGETS, agreement, kendall_tau_b, ranks, top_overlap
 from localscore.cli import cli
-from localscore.compare import compare, sample_positions
+from localscore.runs.compare import compare, sample_positions
 from localscore.errors import InputError, LocalscoreError
 
 DATA = Path(__file__).parent / "data"

@@ -13,9 +13,9 @@ from click.testing import CliRunner
 from scipy.spatial.distance import cdist
 
 from localscore.cli import cli
-from localscore.embedding import Embedder
-from localscore.embedding_agreement import NEAR, pair_indices, pair_shift
-from localscore.embedding_compare import compare_embedders
+from localscore.llama.embedder import Embedder
+from localscore.runs.embedding_agreement import NEAR, pair_indices, pair_shift
+from localscore.runs.embedding_compare import compare_embedders
 from localscore.errors import InputError
 from tests.conftest import sharegpt_conversations, sharegpt_turns as turns
 

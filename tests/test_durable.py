@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from localscore import durable
-from localscore.durable import OutputLock, copy_file, write_file
+from localscore.forms import durable
+from localscore.forms.durable import OutputLock, copy_file, write_file
 from localscore.errors import OutputError
 
 ROOT = Path(__file__).parent.parent
@@ -32,10 +32,10 @@ _WRITES = re.compile(
 # Each remaining match, and why it is not a file write that bypasses the helper.
 _ALLOWED = {
     ("localscore/cli.py", "os.dup2(os.open(os.devnull, os.O_WRONLY)"): "points stdout at /dev/null after a closed pipe",
-    ("localscore/parquet_output.py", "self._pq.write_table(table, buffer)"): "an in-memory buffer, then write_file",
-    ("localscore/parquet_output.py", "pq.ParquetWriter(sink, schema)"): "into a durable.Sink, committed after",
-    ("localscore/parquet_output.py", "writer.write_table(table.slice(0, rows)"): "the ParquetWriter on the Sink",
-    ("localscore/plot.py", 'figure.savefig(png, format="png")'): "an in-memory PNG, then write_file",
+    ("localscore/forms/parquet_output.py", "self._pq.write_table(table, buffer)"): "an in-memory buffer, then write_file",
+    ("localscore/forms/parquet_output.py", "pq.ParquetWriter(sink, schema)"): "into a durable.Sink, committed after",
+    ("localscore/forms/parquet_output.py", "writer.write_table(table.slice(0, rows)"): "the ParquetWriter on the Sink",
+    ("localscore/runs/plot.py", 'figure.savefig(png, format="png")'): "an in-memory PNG, then write_file",
     # convert/: gguf-py and llama.cpp's quantizer write GGUF files from a path; they write OUT.partial, which
     # durable.publish_written fsyncs and renames.
     ("convert/pipeline.py", "writer = gguf.GGUFWriter(path, ARCH_NAME)"): "OUT.partial, published by durable",
@@ -47,7 +47,7 @@ def test_no_file_write_bypasses_the_durable_helper():
     for folder in ("localscore", "convert"):
         for path in sorted((ROOT / folder).rglob("*.py")):
             name = path.relative_to(ROOT).as_posix()
-            if name == "localscore/durable.py":
+            if name == "localscore/forms/durable.py":
                 continue
             for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
                 if _WRITES.search(line) and not any(name == file and text in line for file, text in _ALLOWED):
@@ -161,7 +161,7 @@ def test_a_second_run_on_the_same_output_refuses_and_the_first_finishes(tmp_path
 
 def test_the_disk_full_line_is_made_in_one_place():
     # Every module that writes maps ENOSPC/EDQUOT through durable.write_error; none checks the errno itself.
-    for path in (ROOT / "localscore").glob("*.py"):
+    for path in (ROOT / "localscore").rglob("*.py"):
         if path.name != "durable.py":
             assert "DISK_FULL" not in path.read_text(encoding="utf-8") and "ENOSPC" not in path.read_text(
                 encoding="utf-8"), path.name

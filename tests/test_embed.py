@@ -12,8 +12,8 @@ import pytest
 from click.testing import CliRunner
 
 from localscore.cli import cli
-from localscore.embedding import Embedder
-from localscore.embedding_cache import CachedEmbedder, EmbeddingCache
+from localscore.llama.embedder import Embedder
+from localscore.runs.embedding_cache import CachedEmbedder, EmbeddingCache
 from tests.conftest import sharegpt_conversations, sharegpt_turns as turns
 
 # FastChat's vicuna_v1.1 (Deita vendors it in selection/embedder/conversation.py): ADD_COLON_TWO, sep " ", sep2 "</s>".

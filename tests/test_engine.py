@@ -10,10 +10,11 @@ import gguf
 import numpy as np
 import pytest
 
-from localscore import ModelError, Scorer, llama_model
-from localscore.engine import Engine, physical_cores
-from localscore.prompts import shared_head
-from localscore.templates import COMPLEXITY, QUALITY
+from localscore import ModelError, Scorer
+from localscore.llama import model as llama_model
+from localscore.llama.engine import Engine, physical_cores
+from localscore.deita.prompts import shared_head
+from localscore.deita.templates import COMPLEXITY, QUALITY
 
 # Measured with packs of 4 on the tiny q8_0 model and these 24 pairs: 0.0 in input order, 0.17 on one pair once
 # the packs are reshuffled (AMD EPYC Zen 3, AVX2); up to 0.11 on the larger random benchmark model

@@ -9,8 +9,8 @@ import pytest
 from click.testing import CliRunner
 
 from localscore.cli import cli
-from localscore.reader import read_records
-from localscore.templates import COMPLEXITY, QUALITY
+from localscore.forms.reader import read_records
+from localscore.deita.templates import COMPLEXITY, QUALITY
 
 EXAMPLES = Path(__file__).parent.parent / "examples"
 

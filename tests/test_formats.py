@@ -17,9 +17,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from localscore.errors import InputError, OutputError
-from localscore.writers import open_writer
-from localscore.reader import read_records
-from localscore.runner import score_file
+from localscore.forms.writers import open_writer
+from localscore.forms.reader import read_records
+from localscore.runs.score import score_file
 from tests.test_output import result_of, sample_records, score
 from tests.test_records import sharegpt_from_fastchat
 

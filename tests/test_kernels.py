@@ -9,13 +9,13 @@ import llama_cpp
 import pytest
 from click.testing import CliRunner
 
-from localscore import kernels
+from localscore.llama import kernels
 from localscore.cli import cli
-from localscore.engine import Engine
+from localscore.llama.engine import Engine
 from localscore.errors import ModelError
-from localscore.llama_log import LlamaLog
-from localscore.llama_model import read_file_type
-from localscore.kernels import AMX, ARM, AVX2, AVX512_VNNI, OTHER, choose, cpu_class, require_llama_cpp
+from localscore.llama.log import LlamaLog
+from localscore.llama.model import read_file_type
+from localscore.llama.kernels import AMX, ARM, AVX2, AVX512_VNNI, OTHER, choose, cpu_class, require_llama_cpp
 
 ZEN3 = (b"CPU : SSE3 = 1 | SSSE3 = 1 | AVX = 1 | AVX2 = 1 | F16C = 1 | FMA = 1 | BMI2 = 1 | LLAMAFILE = 1 | "
         b"REPACK = 1 | ")

@@ -15,7 +15,7 @@ STARTER = textwrap.dedent("""
     from pathlib import Path
 
     import convert
-    from localscore.models import default_model
+    from localscore.runs.default_model import default_model
 
     def slow_convert(repo, path, quant, log=None):
         with open(sys.argv[1], "a") as calls:

@@ -11,10 +11,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from localscore.errors import InputError, OutputError
-from localscore.writers import open_writer
-from localscore.reader import read_records
-from localscore.records import Record, result
-from localscore.templates import COMPLEXITY, QUALITY
+from localscore.forms.writers import open_writer
+from localscore.forms.reader import read_records
+from localscore.forms.records import Record, result
+from localscore.deita.templates import COMPLEXITY, QUALITY
 
 DATA = Path(__file__).parent / "data"
 

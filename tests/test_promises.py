@@ -201,7 +201,7 @@ def test_embed_and_select_refuse_the_input_as_output(tmp_path, embedder_gguf):
 # --- a shard, killed and resumed ----------------------------------------------------------------------------------
 
 def test_a_killed_shard_resumes_and_merges_into_the_single_run(tmp_path, gguf_file):
-    from localscore.runner import score_file
+    from localscore.runs.score import score_file
 
     model = gguf_file("q8_0")
     # Short records: what matters is where the kill lands, not what is scored.
@@ -243,7 +243,7 @@ def hub_snapshot(cache: Path, repo_id: str, commit: str, files: dict[str, pa.Tab
 
 
 def test_hub_dataset_revision_and_config_from_an_offline_cache(tmp_path, gguf_file, q8_scorer, pairs):
-    from localscore.runner import score_file
+    from localscore.runs.score import score_file
 
     old, new, small, large = (pa.Table.from_pylist([{"instruction": a, "output": b} for a, b in chunk])
                               for chunk in (pairs[0:3], pairs[3:7], pairs[7:9], pairs[9:14]))
@@ -307,7 +307,7 @@ def test_select_refuses_a_threshold_outside_0_to_1(tmp_path, threshold, code, me
 
 def test_select_api_refuses_a_threshold_outside_0_to_1(tmp_path):
     from localscore.errors import InputError
-    from localscore.select_run import select_file
+    from localscore.runs.select import select_file
 
     np.save(tmp_path / "emb.npy", np.ones((1, 4), dtype=np.float32))
     for threshold in (-0.1, 1.5, float("nan")):

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from localscore.engine import Engine
-from localscore.prompts import CUT_MARKER, MIN_FIELD_TOKENS, PromptTooLong, build
-from localscore.templates import COMPLEXITY, QUALITY
+from localscore.llama.engine import Engine
+from localscore.deita.prompts import CUT_MARKER, MIN_FIELD_TOKENS, PromptTooLong, build
+from localscore.deita.templates import COMPLEXITY, QUALITY
 
 LONG = " ".join(f"Sentence number {i} of a very long answer." for i in range(400))  # ~4,000 tokens
 

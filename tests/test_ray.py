@@ -22,7 +22,7 @@ from click.testing import CliRunner
 from localscore import LocalscoreError, ModelError, Scorer
 from localscore.cli import cli
 from localscore.errors import InputError
-from localscore.runner import score_file
+from localscore.runs.score import score_file
 from tests.test_formats import write_hub_cache
 
 DATA = Path(__file__).parent / "data"
@@ -127,7 +127,7 @@ def test_ray_reads_parquet_input_like_the_single_process_run(cluster, records, m
 
 
 def test_parquet_input_and_strict(cluster, jsonl, records, model, single, tmp_path):
-    from localscore.distributed import score_on_ray
+    from localscore.runs.ray import score_on_ray
 
     src = tmp_path / "in.parquet"
     pq.write_table(pa.Table.from_pylist(records), src)
@@ -142,14 +142,14 @@ def test_parquet_input_and_strict(cluster, jsonl, records, model, single, tmp_pa
 
 
 def test_a_model_an_actor_cannot_load_is_one_line(cluster, jsonl, tmp_path):
-    from localscore.distributed import score_on_ray
+    from localscore.runs.ray import score_on_ray
 
     with pytest.raises(ModelError, match=r"^on [^:]+: model file .*nope\.gguf does not exist; "):
         score_on_ray(jsonl, tmp_path / "out.parquet", model_path=tmp_path / "nope.gguf", actors=1, threads=1)
 
 
 def test_a_malformed_json_line_is_a_per_record_error_as_without_ray(cluster, model, tmp_path):
-    from localscore.distributed import score_on_ray
+    from localscore.runs.ray import score_on_ray
 
     src = tmp_path / "broken.jsonl"
     src.write_text('{"instruction": "a", "output": "b"}\n{"instruction": \n{"instruction": "c", "output": "d"}\n',
@@ -252,7 +252,7 @@ def _lines(path: Path) -> int:
 
 
 def test_missing_ray_names_the_extra(monkeypatch, jsonl, tmp_path):
-    from localscore.distributed import score_on_ray
+    from localscore.runs.ray import score_on_ray
 
     monkeypatch.setitem(sys.modules, "ray", None)
     with pytest.raises(LocalscoreError) as error:

@@ -13,9 +13,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from localscore.errors import InputError
-from localscore.reader import read_records
-from localscore.records import MAX_FIELD_CHARS, Record, Turn, result
-from localscore.templates import COMPLEXITY, QUALITY
+from localscore.forms.reader import read_records
+from localscore.forms.records import MAX_FIELD_CHARS, Record, Turn, result
+from localscore.deita.templates import COMPLEXITY, QUALITY
 
 DATA = Path(__file__).parent / "data"
 

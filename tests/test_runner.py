@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from localscore import Scorer
-from localscore.runner import score_file
+from localscore.runs.score import score_file
 
 text = st.text(st.characters(codec="utf-8"), max_size=40)
 json_value = st.recursive(st.none() | st.booleans() | st.integers() | text, lambda v: st.lists(v, max_size=3),

@@ -18,7 +18,7 @@ from click.testing import CliRunner
 
 from localscore.cli import cli
 from localscore.errors import OutputError
-from localscore.writers import open_writer
+from localscore.forms.writers import open_writer
 from tests.test_output import partial, result_of, sample_records, score
 
 ROOT = Path(__file__).parent.parent
@@ -137,7 +137,7 @@ def _disk_fills_after(monkeypatch, room: int, files: tuple[str, ...] = (".partia
 
 @pytest.mark.parametrize("suffix", [".jsonl", ".parquet"])
 def test_a_full_disk_is_one_line_and_resumes_to_the_same_file(tmp_path, monkeypatch, suffix):
-    from localscore import parquet_output
+    from localscore.forms import parquet_output
 
     monkeypatch.setattr(parquet_output, "PART_ROWS", 3)
     records = sample_records()

@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from localscore import selection
+from localscore.deita import selection
 from localscore.cli import cli
-from localscore.embedding import Embedder
+from localscore.llama.embedder import Embedder
 from localscore.errors import InputError
-from localscore.select_run import select_file
-from localscore.selection import diversity_filter, evol_scores, select
+from localscore.runs.select import select_file
+from localscore.deita.selection import diversity_filter, evol_scores, select
 from tests.conftest import sharegpt_conversations, sharegpt_turns as turns
 
 

@@ -13,8 +13,8 @@ from click.testing import CliRunner
 
 from localscore.cli import cli
 from localscore.errors import InputError
-from localscore.runner import score_file
-from localscore.shards import Shard
+from localscore.runs.score import score_file
+from localscore.runs.shards import Shard
 
 N_SHARDS = 3
 

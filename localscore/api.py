@@ -1,0 +1,174 @@
+"""The commands as Python functions. Each call does all that `localscore <command>` does, with the command's options
+as keyword arguments of the same names (`localscore score --n-gpu-layers 0` is `score(..., n_gpu_layers=0)`), and
+returns the command's summary; the CLI only parses, calls one of these, and prints what comes back.
+
+`progress` is a callback (see progress.py) and `log` receives the one-line notes a run makes on the way (the model
+it loaded, a first-use conversion); both default to silence. Models and readers load inside the call, only when
+it needs them: importing this module loads neither llama.cpp nor pyarrow."""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, BinaryIO, Callable, Sequence, Union
+
+from .errors import InputError, UsageError
+from .runs.progress import Progress
+from .forms.tables import HUB_PREFIX
+
+if TYPE_CHECKING:
+    from .runs.comparison import Comparison
+    from .runs.embed import EmbedSummary
+    from .runs.embedding_compare import EmbedderComparison
+    from .runs.score import Summary
+    from .runs.select import SelectSummary
+
+PathLike = Union[str, os.PathLike]
+Log = Callable[[str], None]
+
+
+def score(input: PathLike, output: PathLike | None = None, *, model: PathLike | None = None,
+          scorer: str = "quality", split: str = "train", config: str | None = None, threads: int | None = None,
+          n_gpu_layers: int | None = None, kernels: str = "auto", ctx: int | None = None, too_long: str = "truncate",
+          pack: int = 1, shard: str | None = None, resume: bool = False, strict: bool = False, ray: bool = False,
+          actors: int | None = None, verbose: bool = False, progress: Progress | None = None,
+          log: Log | None = None) -> Summary:
+    """Score every record of `input` with the Deita `scorer` ("quality" or "complexity") into `output` (None:
+    JSON Lines on stdout; a `.parquet` name: Parquet). `input` is a JSONL or JSON file ("-": stdin), a Parquet file
+    or folder, a datasets save_to_disk folder, or `hf://datasets/ORG/NAME` (`split`, `config`). `model` defaults to
+    the official scorer, converted once into the cache. `shard` "I/N" scores one slice for `merge`; `resume`
+    continues an interrupted run into the same `output`; `strict` stops at the first bad record instead of marking
+    it. `ray` scores on a Ray cluster with `actors` actors of `threads` threads each (default 1 and 1)."""
+    if actors is not None and not ray:
+        raise UsageError("{actors} needs {ray}", options=["actors", "ray"])
+    if ray and n_gpu_layers is not None:
+        raise UsageError("{n_gpu_layers} does not work with {ray}", options=["n_gpu_layers", "ray"])
+    if ray and kernels != "auto":
+        # Each node chooses for its own CPU: one setting named on the driver may not fit (or may crash) there.
+        raise UsageError("{kernels} does not work with {ray}: each node chooses its own", options=["kernels", "ray"])
+    if resume and output is None:
+        raise UsageError("{resume} needs an output file ({output})", options=["resume", "output"])
+    from .runs.shards import Shard
+
+    source = _source(input)  # checked before the model loads (or is converted on first use): a typo costs nothing
+    if shard is not None:
+        Shard.parse(shard)
+    if ray:
+        from .runs.ray import score_on_ray
+
+        return score_on_ray(source, output, model_path=model, scorer=scorer, actors=actors or 1, threads=threads or 1,
+                            ctx=ctx, too_long=too_long, pack=pack, strict=strict, verbose=verbose, resume=resume,
+                            split=split, config=config, shard=shard, progress=progress)
+    from .runs.default_model import default_model
+    from .runs.score import score_file
+    from .llama.scorer import Scorer
+
+    path = model or default_model(scorer, log=log)
+    with Scorer.from_path(path, scorer, ctx=ctx, threads=threads, n_gpu_layers=n_gpu_layers, too_long=too_long,
+                          pack=pack, kernels=kernels, verbose=verbose) as loaded:
+        if log:
+            info = loaded.engine.info
+            log(f"{info.path.name}: {scorer} scorer, {info.file_type}, context {info.n_ctx}, {info.n_threads} threads, "
+                f"{info.kernels}")
+        return score_file(source, output, loaded, resume=resume, strict=strict, progress=progress, split=split,
+                          config=config, shard=shard)
+
+
+def embed(input: PathLike, output: PathLike, *, model: PathLike, split: str = "train", config: str | None = None,
+          threads: int | None = None, n_gpu_layers: int | None = None, kernels: str = "auto", verbose: bool = False,
+          progress: Progress | None = None) -> EmbedSummary:
+    """Write the embedding of every record of `input` (any form `score` reads) to `output`, a float32 `.npy` with
+    one row per record, computed with the embedder GGUF `model` as Deita's embedder does; a record that cannot be
+    embedded gets a row of NaN. Computed embeddings are cached, so calling again after an interruption only
+    computes the rest."""
+    from .runs.embed import embed_file
+    from .llama.embedder import Embedder
+
+    source = _source(input)
+    with Embedder.from_path(model, threads=threads, n_gpu_layers=n_gpu_layers, kernels=kernels,
+                            verbose=verbose) as embedder:
+        return embed_file(source, output, embedder, split=split, config=config, progress=progress)
+
+
+def select(input: PathLike, output: PathLike | None = None, *, budget: int, threshold: float = 0.9,
+           model: PathLike | None = None, embeddings: PathLike | None = None, split: str = "train",
+           config: str | None = None, threads: int | None = None, n_gpu_layers: int | None = None,
+           kernels: str = "auto", verbose: bool = False, progress: Progress | None = None) -> SelectSummary:
+    """Write the `budget` best and most diverse records of `input` (scored by both Deita scorers) to `output`
+    (None: stdout), best first, each with its evol score and its similarity to the nearest record kept before it.
+    Embeddings come from `embeddings` (a `.npy` written by `embed` from the same input) or are computed with the
+    embedder GGUF `model` for the records the selection reaches; give one of the two."""
+    from .runs.select import select_file
+
+    return select_file(_source(input), output, budget=budget, threshold=threshold, model=model, embeddings=embeddings,
+                       split=split, config=config, threads=threads, n_gpu_layers=n_gpu_layers, kernels=kernels,
+                       verbose=verbose, progress=progress)
+
+
+def compare(a: PathLike, b: PathLike, data: PathLike, *, scorer: str = "quality", sample: int | None = None,
+            seed: int = 0, threads: int | None = None, kernels: str = "auto", json: PathLike | None = None,
+            plot: PathLike | None = None, embedder: bool = False, budget: int | None = None, threshold: float = 0.9,
+            progress: Progress | None = None, log: Log | None = None) -> Comparison | EmbedderComparison:
+    """Compare scorer `a` with scorer `b` on the records of `data` (all, or `sample` drawn with `seed`): each is a
+    scorer GGUF, scored here, or a file scored from `data`. Writes the figures as JSON to `json` and a PNG to `plot`
+    when given; returns them. With `embedder`, `a` and `b` are embedders instead (GGUFs, or `.npy` files from
+    `embed` of `data`), and when `data` is scored, Deita's selection of `budget` records at `threshold` runs with
+    each (see embedding_compare.py)."""
+    for path in (a, b, data):
+        _existing(path)
+    if embedder:
+        for name, given in (("scorer", scorer != "quality"), ("plot", plot is not None)):
+            if given:
+                raise UsageError(f"{{{name}}} compares scorers; drop it or drop {{embedder}}", options=[name, "embedder"])
+        from .runs.embedding_compare import compare_embedders
+
+        return compare_embedders(a, b, data, budget=budget, threshold=threshold, sample=sample, seed=seed,
+                                 threads=threads, kernels=kernels, json_path=json, log=log,
+                                 progress=progress)
+    for name, given in (("budget", budget is not None), ("threshold", threshold != 0.9)):
+        if given:
+            raise UsageError(f"{{{name}}} compares embedders' selections: add {{embedder}}", options=[name, "embedder"])
+    from .runs.compare import compare as compare_scorers, is_npy
+
+    for label, path in (("A", a), ("B", b)):
+        if is_npy(path):
+            raise UsageError(f"{label} ({os.fspath(path)}) holds embeddings: add {{embedder}} to compare embedders",
+                             options=["embedder"])
+    return compare_scorers(a, b, data, scorer=scorer, sample=sample, seed=seed, threads=threads, kernels=kernels,
+                           json_path=json, plot=plot, log=log, progress=progress)
+
+
+@dataclass(frozen=True)
+class MergeSummary:
+    shards: int
+    records: int
+    output: str
+
+    def line(self) -> str:
+        return f"merged {self.shards} shards, {self.records:,} records, into {self.output}"
+
+
+def merge(inputs: Sequence[PathLike], output: PathLike) -> MergeSummary:
+    """Join the outputs of `score(..., shard="I/N")` runs, in any order, into `output`, exactly the single run's
+    output; refuses a missing or repeated shard, or shards of another input or scorer, before writing anything."""
+    from .runs.shards import merge_shards
+
+    for path in inputs:
+        _existing(path)
+    return MergeSummary(len(inputs), merge_shards(list(inputs), output), os.fspath(output))
+
+
+def _source(input: PathLike) -> PathLike | BinaryIO:
+    """What the readers take for `input`: stdin's bytes for "-", else the checked path or hub URI."""
+    if input == "-":
+        return sys.stdin.buffer
+    if isinstance(input, str) and input.startswith(HUB_PREFIX):
+        return input
+    return _existing(input)
+
+
+def _existing(path: PathLike) -> PathLike:
+    if not os.path.exists(path):
+        raise InputError(f"cannot read {os.fspath(path)}: no such file or folder")
+    return path

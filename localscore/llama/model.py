@@ -1,0 +1,237 @@
+"""A GGUF model loaded once through llama.cpp: weights, vocabulary, its own log, and a context that grows with
+the data. The scoring engine and the embedder are two kinds of context built on this loading."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import llama_cpp
+
+from ..errors import ModelError
+from .kernels import KernelChoice, choose, require_llama_cpp
+from .log import LlamaLog
+
+# Architectures whose GGUF is a Llama-shaped decoder (Deita scorers are Llama-7B; Mistral converts to "llama").
+SUPPORTED_ARCHITECTURES = ("llama",)
+
+# KV cells are allocated in steps of this many: a context follows the longest prompt seen so far instead of
+# always holding the model's full context (~1 GB of KV cache at 7B), and regrows at most n_ctx / CELL_STEP times.
+CELL_STEP = 256
+
+_FTYPE_NAMES = {value: name.removeprefix("LLAMA_FTYPE_").removeprefix("MOSTLY_").lower()
+                for name, value in vars(llama_cpp).items() if name.startswith("LLAMA_FTYPE_")}
+
+
+def _file_type_name(ftype: int) -> str:
+    return _FTYPE_NAMES.get(ftype, str(ftype))
+
+
+def read_file_type(path: Path, log: LlamaLog) -> str:
+    """A GGUF's file type (e.g. "q4_k_m") from its metadata, read by llama.cpp without loading the weights."""
+    mparams = llama_cpp.llama_model_default_params()
+    mparams.vocab_only = True
+    with log.scope(fresh=True):
+        header = llama_cpp.llama_model_load_from_file(str(path).encode(), mparams)
+    if not header:
+        raise ModelError(f"cannot load {path}: not a valid GGUF model file{log.said()}")
+    try:
+        # llama_model_ftype() stays at its default in a vocab-only load; the metadata is read in full.
+        buf = ctypes.create_string_buffer(32)
+        n = llama_cpp.llama_model_meta_val_str(header, b"general.file_type", buf, len(buf))
+        return _file_type_name(int(buf.value)) if n >= 0 and buf.value.isdigit() else "unknown"
+    finally:
+        llama_cpp.llama_model_free(header)
+
+
+def physical_cores() -> int:
+    """Physical cores this process may run on: llama.cpp's matmuls gain nothing from hyper-threads."""
+    if hasattr(os, "sched_getaffinity"):
+        cpus = os.sched_getaffinity(0)
+        siblings = set()
+        for cpu in cpus:
+            try:
+                siblings.add(Path(f"/sys/devices/system/cpu/cpu{cpu}/topology/thread_siblings_list").read_text())
+            except OSError:
+                return len(cpus)
+        return max(1, len(siblings))
+    if sys.platform == "darwin":
+        import subprocess
+
+        try:
+            out = subprocess.run(["sysctl", "-n", "hw.physicalcpu"], capture_output=True, text=True, check=True)
+            return max(1, int(out.stdout))
+        except (OSError, ValueError, subprocess.CalledProcessError):
+            pass
+    return os.cpu_count() or 1
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    path: Path
+    architecture: str
+    file_type: str
+    full_precision: bool
+    n_ctx: int
+    n_ctx_train: int
+    n_threads: int
+    n_gpu_layers: int
+    kernels: KernelChoice
+
+
+class Model:
+    """A loaded GGUF and its vocabulary. Subclasses say how their context is configured (`_context_params`) and
+    what to redo in a fresh one (`_on_new_context`); `_ensure_cells` gives them a context with enough KV cells,
+    recreating it larger when a longer prompt arrives."""
+
+    def __init__(self, path: str | os.PathLike, *, n_threads: int | None = None, n_gpu_layers: int | None = None,
+                 kernels: str = "auto", verbose: bool = False):
+        self._model = self._ctx = None
+        self._batch: llama_cpp.llama_batch | None = None  # the subclass's decode batch, freed by close()
+        self.log = LlamaLog(verbose)
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise ModelError(f"model file {self.path} does not exist; convert one with `localscore convert`")
+        require_llama_cpp()
+        llama_cpp.llama_backend_init()
+        # The kernels depend on the weight type, and llama.cpp fixes them at load: read the header first.
+        self.kernels = choose(kernels, read_file_type(self.path, self.log))
+        mparams = llama_cpp.llama_model_default_params()
+        if n_gpu_layers is not None:
+            mparams.n_gpu_layers = n_gpu_layers
+        mparams.use_extra_bufts = self.kernels.use_extra_bufts
+        self.n_gpu_layers = mparams.n_gpu_layers
+        with self.log.scope(fresh=True):
+            self._model = llama_cpp.llama_model_load_from_file(str(self.path).encode(), mparams)
+        if not self._model:
+            raise ModelError(f"cannot load {self.path}: not a valid GGUF model file{self.log.said()}")
+        self._vocab = llama_cpp.llama_model_get_vocab(self._model)
+        self.architecture = self.meta("general.architecture") or "unknown"
+        if self.architecture not in SUPPORTED_ARCHITECTURES:
+            self.close()
+            raise ModelError(f"{self.path} is a '{self.architecture}' model; localscore scores with Llama-family "
+                             "scorers (convert one with `localscore convert`)")
+        self.n_vocab = llama_cpp.llama_vocab_n_tokens(self._vocab)
+        self.n_embd = llama_cpp.llama_model_n_embd(self._model)
+        self.bos = llama_cpp.llama_vocab_bos(self._vocab)
+        self.eos = llama_cpp.llama_vocab_eos(self._vocab)
+        ftype = llama_cpp.llama_model_ftype(self._model)
+        self.file_type = _file_type_name(ftype)
+        self.full_precision = ftype == llama_cpp.LLAMA_FTYPE_ALL_F32
+        self.n_ctx_train = llama_cpp.llama_model_n_ctx_train(self._model)
+        self.n_threads = n_threads or physical_cores()
+        self.n_cells = 0  # KV cells of the current context; 0 before the first one
+
+    # -- vocabulary ---------------------------------------------------------------------------------------
+    def meta(self, key: str) -> str | None:
+        buf = ctypes.create_string_buffer(256)
+        n = llama_cpp.llama_model_meta_val_str(self._model, key.encode(), buf, len(buf))
+        return buf.value.decode("utf-8", errors="replace") if n >= 0 else None
+
+    def tokenize(self, text: str, *, bos: bool = True) -> list[int]:
+        """Ids as SentencePiece gives them; user text is never parsed for special tokens."""
+        data = text.encode("utf-8")
+        cap = len(data) + 8
+        buf = (llama_cpp.llama_token * cap)()
+        n = llama_cpp.llama_tokenize(self._vocab, data, len(data), buf, cap, False, False)
+        if n < 0:
+            cap = -n
+            buf = (llama_cpp.llama_token * cap)()
+            n = llama_cpp.llama_tokenize(self._vocab, data, len(data), buf, cap, False, False)
+        ids = buf[:n]
+        return [self.bos, *ids] if bos else ids
+
+    def detokenize(self, ids: Sequence[int]) -> str:
+        arr = (llama_cpp.llama_token * len(ids))(*ids)
+        cap = 4 * len(ids) + 16
+        while True:
+            buf = ctypes.create_string_buffer(cap)
+            n = llama_cpp.llama_detokenize(self._vocab, arr, len(ids), buf, cap, False, False)
+            if n >= 0:
+                return buf.raw[:n].decode("utf-8", errors="replace")
+            cap = -n
+
+    def token_text(self, token: int) -> bytes:
+        return llama_cpp.llama_vocab_get_text(self._vocab, token) or b""
+
+    def single_token_ids(self, labels: Sequence[str]) -> tuple[int, ...]:
+        """The ids of the tokens whose text is exactly each label ("1".."6"), from the model's own vocabulary."""
+        wanted = {label.encode(): label for label in labels}
+        found: dict[str, int] = {}
+        for token in range(self.n_vocab):
+            label = wanted.get(self.token_text(token))
+            if label is not None and label not in found:
+                found[label] = token
+        missing = [label for label in labels if label not in found]
+        if missing:
+            raise ModelError(f"{self.path} has no single-token {', '.join(repr(m) for m in missing)} in its "
+                             "vocabulary, so it cannot be a Deita scorer (the score is read from the digit tokens)")
+        return tuple(found[label] for label in labels)
+
+    # -- context ------------------------------------------------------------------------------------------
+    def _base_context_params(self, n_cells: int) -> llama_cpp.llama_context_params:
+        cparams = llama_cpp.llama_context_default_params()
+        cparams.n_ctx = n_cells
+        cparams.n_threads = cparams.n_threads_batch = self.n_threads
+        cparams.no_perf = True
+        if self.full_precision:
+            # An F32 model is for exact results: llama.cpp's f16 KV cache and f16 CPU flash attention would move
+            # them by ~1e-3; an f32 cache without flash attention matches the reference to ~1e-6.
+            cparams.type_k = cparams.type_v = llama_cpp.GGML_TYPE_F32
+            cparams.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
+        return cparams
+
+    def _context_params(self, n_cells: int) -> llama_cpp.llama_context_params:
+        return self._base_context_params(n_cells)
+
+    def _on_new_context(self) -> None:
+        """Called after the context was (re)created; its KV cache is empty."""
+
+    def _ensure_cells(self, needed: int, limit: int) -> None:
+        """Make sure the context holds `needed` KV cells: from CELL_STEP up in steps of it, at most `limit`."""
+        if self._ctx and needed <= self.n_cells:
+            return
+        n_cells = min(limit, -(-max(needed, 1) // CELL_STEP) * CELL_STEP)
+        if self._ctx:
+            llama_cpp.llama_free(self._ctx)
+            self._ctx = None
+        with self.log.scope(fresh=True):
+            self._ctx = llama_cpp.llama_init_from_model(self._model, self._context_params(n_cells))
+        if not self._ctx:
+            self.n_cells = 0
+            raise ModelError(f"cannot create a llama.cpp context of {n_cells} tokens for {self.path}"
+                             f"{self.log.said()}; try a smaller context")
+        self.n_cells = n_cells
+        self._mem = llama_cpp.llama_get_memory(self._ctx)
+        self._on_new_context()
+
+    def _decode(self, batch: llama_cpp.llama_batch) -> None:
+        with self.log.scope(fresh=True):
+            rc = llama_cpp.llama_decode(self._ctx, batch)
+        if rc != 0:
+            raise ModelError(f"llama_decode failed with code {rc} on {self.path}{self.log.said()}")
+
+    # -- lifecycle ----------------------------------------------------------------------------------------
+    def close(self) -> None:
+        if self._batch is not None:
+            llama_cpp.llama_batch_free(self._batch)
+            self._batch = None
+        if self._ctx:
+            llama_cpp.llama_free(self._ctx)
+            self._ctx = None
+        if self._model:
+            llama_cpp.llama_model_free(self._model)
+            self._model = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        self.close()

@@ -1,0 +1,74 @@
+"""The Python API: a loaded scorer that turns (instruction, response) pairs into Deita scores."""
+
+from __future__ import annotations
+
+import os
+from typing import Iterable, Sequence
+
+from .engine import Engine
+from ..errors import InputError
+from ..deita.prompts import TOO_LONG_POLICIES, Prompt, build, shared_head
+from ..deita.scoring import expected_score
+from ..deita.templates import LABELS, TEMPLATES, Template
+
+
+class Scorer:
+    """A Deita scorer loaded once from a GGUF file.
+
+    >>> with Scorer.from_path("deita-quality.q4_k_m.gguf") as scorer:
+    ...     scorer.score("What is 2+2?", "4")
+    """
+
+    def __init__(self, engine: Engine, template: Template, *, too_long: str = "truncate", pack: int = 1):
+        if too_long not in TOO_LONG_POLICIES:
+            raise InputError(f"too_long must be one of {', '.join(TOO_LONG_POLICIES)}, got {too_long!r}")
+        if pack < 1 or pack > engine.n_seq_max - 1:
+            raise InputError(f"pack must be between 1 and {engine.n_seq_max - 1}, got {pack}")
+        self.engine = engine
+        self.template = template
+        self.too_long = too_long
+        self.pack = pack
+        self.label_ids = engine.single_token_ids(LABELS)
+        engine.set_head(shared_head(template, engine))
+
+    @classmethod
+    def from_path(cls, path: str | os.PathLike, scorer: str = "quality", *, ctx: int | None = None,
+                  threads: int | None = None, n_gpu_layers: int | None = None, too_long: str = "truncate",
+                  pack: int = 1, kernels: str = "auto", verbose: bool = False) -> "Scorer":
+        """Load a scorer GGUF. `scorer` picks the prompt ("quality" or "complexity"); `ctx` defaults to the
+        model's training context; `pack` > 1 evaluates that many prompts per decode (faster on GPUs, not
+        bit-reproducible on CPU); `kernels` is "auto" (the fastest measured for this CPU and weight type),
+        "repacked" or "direct" (see localscore.kernels)."""
+        if scorer not in TEMPLATES:
+            raise InputError(f"unknown scorer {scorer!r}; choose {' or '.join(TEMPLATES)}")
+        engine = Engine(path, n_ctx=ctx, n_threads=threads, n_gpu_layers=n_gpu_layers, n_seq_max=pack + 1,
+                        kernels=kernels, verbose=verbose)
+        try:
+            return cls(engine, TEMPLATES[scorer], too_long=too_long, pack=pack)
+        except BaseException:
+            engine.close()
+            raise
+
+    def prompt(self, instruction: str, response: str | None = None) -> Prompt:
+        return build(self.template, instruction, response, self.engine, self.engine.n_ctx, self.too_long)
+
+    def score_prompts(self, prompts: Sequence[Prompt]) -> list[float]:
+        """Scores of prompts built by prompt(); the engine packs up to `pack` of them per decode call."""
+        return [expected_score(logits) for logits in self.engine.logits_many([p.ids for p in prompts], self.label_ids)]
+
+    def score(self, instruction: str, response: str | None = None) -> float:
+        """The score of one pair (the response is ignored by the complexity scorer)."""
+        return self.score_prompts([self.prompt(instruction, response)])[0]
+
+    def score_many(self, pairs: Iterable[tuple[str, str | None]]) -> list[float]:
+        """Scores of many (instruction, response) pairs, in order; all prompts are tokenized first."""
+        return self.score_prompts([self.prompt(instruction, response) for instruction, response in pairs])
+
+    def close(self) -> None:
+        self.engine.close()
+
+    def __enter__(self) -> "Scorer":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,143 @@
+"""Score a whole file: records -> prompts -> token ids -> engine -> scores -> output records, one line per input
+record, in order, resumable, with a summary at the end."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Callable, Iterable, Iterator
+
+from .batch import Scored, score_records
+from ..errors import InputError, LocalscoreError, OutputError
+from ..forms.output import Writer, output_target, refuse_input_as_output
+from ..forms.writers import open_writer
+from .progress import Progress, silent
+from ..forms.reader import read_records
+from ..forms.records import Records
+from ..llama.scorer import Scorer
+from .shards import Shard, ShardRecords, discard_sidecar
+from ..deita.templates import Template
+
+
+@dataclass
+class Summary:
+    records: int = 0
+    turns: int = 0
+    scored: int = 0
+    errored: int = 0
+    truncated: int = 0
+    tokens: int = 0
+    resumed: int = 0
+    seconds: float = 0.0
+
+    def add(self, scored: Scored) -> None:
+        self.records += 1
+        self.errored += scored.error is not None
+        self.scored += scored.error is None
+        self.turns += scored.turns
+        self.tokens += scored.tokens
+        self.truncated += scored.truncated
+
+    def line(self) -> str:
+        tps = self.tokens / self.seconds if self.seconds > 0 else 0.0
+        resumed = f", {self.resumed:,} resumed" if self.resumed else ""
+        return (f"{self.records:,} records ({self.turns:,} turns, {self.tokens:,} tokens) in {self.seconds:.1f} s, "
+                f"{tps:,.0f} tokens/s: {self.scored:,} scored, {self.errored:,} errored, "
+                f"{self.truncated:,} truncated{resumed}")
+
+    def lines(self) -> list[str]:
+        """The summary as shown at the end of a run."""
+        return [self.line()]
+
+
+class Interrupted(LocalscoreError):
+    """Ctrl-C during a run: what was written stays, and resuming continues it."""
+
+    def __init__(self, message: str, summary: Summary, *, options: Iterable[str] = ()):
+        super().__init__(message, options=options)
+        self.summary = summary
+
+
+# The scoring step of a run: the records to score in, their results out, in the same order (one process, or
+# Ray actors).
+ScoreStep = Callable[[Records], Iterator[Scored]]
+
+
+def score_file(source: str | os.PathLike | BinaryIO, output: str | os.PathLike | None, scorer: Scorer, *,
+               resume: bool = False, strict: bool = False, progress: Progress | None = None, split: str = "train",
+               config: str | None = None, shard: str | None = None) -> Summary:
+    """Score every record of `source` into `output` (None: stdout; a `.parquet` name: Parquet). Bad records get
+    `<scorer>_error` in their output and the run goes on; with `strict` the first one raises InputError instead.
+    `split` and `config` choose the part of a hub dataset or saved DatasetDict (see reader.read_records).
+    `shard` "I/N" scores the I-th of N round-robin slices and writes `output`'s sidecar (see shards.py).
+    `progress` is called with the records done, the input's records (where cheap to know) and the tokens."""
+    return run_scoring(source, output, scorer.template, lambda records: score_records(scorer, records), Summary(),
+                       resume=resume, strict=strict, progress=progress, split=split, config=config, shard=shard)
+
+
+def run_scoring(source: str | os.PathLike | BinaryIO, output: str | os.PathLike | None, template: Template,
+                step: ScoreStep, summary: Summary, *, resume: bool = False, strict: bool = False,
+                progress: Progress | None = None, split: str = "train", config: str | None = None,
+                shard: str | None = None) -> Summary:
+    """A scoring run, whatever does the scoring: read `source`, skip what a resumed `output` holds, score the rest
+    with `step`, write each result in input order, count it into `summary`, finish the output."""
+    start = time.perf_counter()
+    slice_ = None if shard is None else Shard.parse(shard)
+    if slice_ is not None and (output is None or output_target(output).special):
+        raise OutputError("{shard} needs an output file ({output}): each shard writes its own, merged afterwards",
+                          options=["shard", "output"])
+    if output is not None:
+        refuse_input_as_output(source, output)
+    records = read_records(source, split=split, config=config)  # a bad input fails before any output
+    if slice_ is not None:
+        records = ShardRecords(records, slice_)
+    with open_writer(output, resume=resume, schema=_output_schema(records, output, template)) as writer:
+        if writer.done:
+            _skip_resumed(records, writer, template, output)
+            summary.resumed = writer.done
+        report = progress or silent
+        report(writer.done, records.count, 0)
+        try:
+            for scored in step(records):
+                if strict and scored.error is not None:
+                    raise InputError(f"record {scored.record.number}: {scored.error} "
+                                     "({strict} stops at the first bad record)", options=["strict"])
+                writer.write(scored.output)
+                summary.add(scored)
+                report(writer.done + summary.records, records.count, summary.tokens)
+        except KeyboardInterrupt:
+            summary.seconds = time.perf_counter() - start
+            if output is None:
+                raise Interrupted(f"interrupted after {summary.records + summary.resumed:,} records", summary) from None
+            raise Interrupted(f"interrupted after {summary.records + summary.resumed:,} records; rerun with "
+                              f"{{resume}} to continue {output}", summary, options=["resume"]) from None
+        writer.finish()
+    if slice_ is not None:
+        records.write_sidecar(output, template.name)
+    elif output is not None:
+        discard_sidecar(output)  # a shard's sidecar left from an earlier run would now describe another file
+    summary.seconds = time.perf_counter() - start
+    return summary
+
+
+def _output_schema(records: Records, output: str | os.PathLike | None, template: Template) -> object:
+    """A table input's Arrow schema plus the result columns, for Parquet output; None otherwise."""
+    if records.schema is None or output is None or Path(output).suffix.lower() != ".parquet":
+        return None
+    from ..forms.parquet_output import output_schema
+
+    return output_schema(records.schema, template)
+
+
+def _skip_resumed(records: Records, writer: Writer, template: Template, output: str | os.PathLike | None) -> None:
+    count, last = 0, None
+    for last in itertools.islice(records, writer.done):
+        count += 1
+    if last is None or count < writer.done:
+        raise InputError(f"{output} has {writer.done:,} results but {records.name} has only {count:,} "
+                         "records: it is the output of another input; remove it or drop {resume}",
+                         options=["resume"])
+    writer.check_resumed(last, template)

@@ -1,0 +1,135 @@
+"""Select from a scored file: Deita's evol-score ranking and diversity filter over the records, with embeddings
+read from a file or computed lazily (only for the records the walk reaches) through the embedding cache."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+
+from .embed import turns_of
+from ..forms.embeddings_file import read_embeddings
+from ..errors import InputError
+from ..forms.output import refuse_input_as_output
+from ..forms.writers import open_writer
+from .progress import Progress, silent
+from ..forms.reader import read_records
+from ..forms.records import Record
+from ..deita.selection import EVOL_FIELD, SIMILARITY_FIELD, diversity_filter, evol_score, rank
+from ..deita.templates import COMPLEXITY, QUALITY
+
+
+
+@dataclass
+class SelectSummary:
+    records: int = 0
+    unscored: int = 0  # records the scorers marked with an error: they have no evol score
+    unusable: dict[str, int] = field(default_factory=dict)  # records skipped for their embedding, by reason
+    examined: int = 0
+    rejected: int = 0
+    selected: int = 0
+    computed: int = 0  # embeddings computed (lazy selection); the rest came from the cache or a file
+    reused: int = 0
+    seconds: float = 0.0
+
+    def line(self) -> str:
+        skipped = [f"{self.unscored:,} without scores"] if self.unscored else []
+        skipped += [f"{count:,} with {reason}s" for reason, count in self.unusable.items()]
+        skipped_part = f" ({', '.join(skipped)} skipped)" if skipped else ""
+        return (f"{self.selected:,} selected from {self.records:,} records{skipped_part} in {self.seconds:.1f} s: "
+                f"{self.examined:,} examined, {self.rejected:,} rejected as near-duplicates; "
+                f"{self.computed:,} embedded, {self.reused:,} from the cache")
+
+
+def select_file(source: str | os.PathLike | BinaryIO, output: str | os.PathLike | None, *, budget: int,
+                threshold: float = 0.9, model: str | os.PathLike | None = None,
+                embeddings: str | os.PathLike | None = None, split: str = "train", config: str | None = None,
+                threads: int | None = None, n_gpu_layers: int | None = None, kernels: str = "auto",
+                verbose: bool = False,
+                cache_path: str | os.PathLike | None = None, progress: Progress | None = None) -> SelectSummary:
+    """Write the selected records of `source` to `output` (None: stdout), best first, each with its evol score
+    and its cosine similarity to the most similar record kept before it. Embeddings come from `embeddings`
+    (one row per input record, from `localscore embed`) or are computed with the embedder GGUF `model` only for
+    the records the walk examines; `progress` is called with the embeddings computed or reused, None and the
+    tokens. `source` is any input reader.read_records reads (`split` and `config`
+    choose the part of a hub dataset or saved DatasetDict)."""
+    if (model is None) == (embeddings is None):
+        raise InputError("give the embedder ({model}) or precomputed embeddings ({embeddings}), one of the two",
+                         options=["model", "embeddings"])
+    if not 0.0 <= threshold <= 1.0:
+        raise InputError(f"threshold must be between 0 and 1, got {threshold}")
+    if output is not None:
+        refuse_input_as_output(source, output)
+    summary = SelectSummary()
+    start = time.perf_counter()
+    records = list(read_records(source, split=split, config=config))
+    summary.records = len(records)
+    scores = np.array([record_evol_score(record) for record in records], dtype=np.float64)
+    order = rank(scores)[:int(np.isfinite(scores).sum())]  # NaN (unscored) sort last and are left out
+    summary.unscored = len(records) - len(order)
+
+    if embeddings is not None:
+        selection = diversity_filter(order, read_embeddings(embeddings, len(records)), budget, threshold)
+    else:
+        selection = _lazy_selection(records, order, model, budget, threshold, threads, n_gpu_layers, kernels,
+                                    verbose, cache_path, progress, summary)
+    summary.examined, summary.rejected, summary.selected = selection.examined, selection.rejected, len(selection.indices)
+    for _, reason in selection.skipped:
+        summary.unusable[reason] = summary.unusable.get(reason, 0) + 1
+    with open_writer(output) as writer:
+        for index, similarity in zip(selection.indices, selection.similarities):
+            data = records[index].data
+            writer.write({**data, EVOL_FIELD: float(scores[index]), SIMILARITY_FIELD: similarity})
+        writer.finish()
+    summary.seconds = time.perf_counter() - start
+    return summary
+
+
+def record_evol_score(record: Record) -> float:
+    """The record's evol score; NaN for a record the scorers reported an error for."""
+    if record.data is None:
+        raise InputError(f"record {record.number}: {record.error}")
+    if any(template.error_field in record.data for template in (QUALITY, COMPLEXITY)):
+        return np.nan
+    return evol_score(record.data, record.number)
+
+
+def _lazy_selection(records: list[Record], order: np.ndarray, model: str | os.PathLike, budget: int,
+                    threshold: float, threads: int | None, n_gpu_layers: int | None, kernels: str,
+                    verbose: bool,
+                    cache_path: str | os.PathLike | None, progress: Progress | None, summary: SelectSummary):
+    from ..llama.embedder import Embedder
+    from .embedding_cache import CachedEmbedder, EmbeddingCache
+
+    report = progress or silent
+    report(0, None, 0)
+    with Embedder.from_path(Path(model), threads=threads, n_gpu_layers=n_gpu_layers, kernels=kernels,
+                            verbose=verbose) as embedder, \
+            EmbeddingCache(embedder.fingerprint, cache_path) as cache:
+        cached = CachedEmbedder(embedder, cache)
+
+        def vectors(indices: np.ndarray) -> np.ndarray:
+            rows = []
+            for index in indices:
+                record = records[index]
+                turns = turns_of(record)
+                if turns is None:  # as `embed` writes it: a NaN row, which the walk skips and counts
+                    rows.append(np.full(embedder.n_embd, np.nan, dtype=np.float32))
+                    continue
+                rows.append(cached.vector(turns))
+                report(cached.computed + cached.reused, None, cached.tokens)
+            return np.stack(rows)
+
+        try:
+            return diversity_filter(order, vectors, budget, threshold)
+        except KeyboardInterrupt:
+            from .score import Interrupted
+
+            raise Interrupted("interrupted; the embeddings computed so far are cached, so running the same "
+                              "command again continues from there", summary) from None
+        finally:
+            summary.computed, summary.reused = cached.computed, cached.reused

@@ -1,0 +1,173 @@
+"""Shards for job arrays (SLURM, Kubernetes): `shard="I/N"` scores every N-th record from the I-th (0-based), round
+robin, so long and short records spread evenly and nothing needs counting up front. Each shard's output gets a
+sidecar `OUT.shard.json`: its slice, the number of records in the whole input, a digest of the whole input and the
+scorer. `merge_shards` checks the sidecars (every shard once, one input, one scorer) and the row counts, and
+interleaves the outputs back into exactly the single run's output."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import InputError, OutputError
+from ..forms.durable import write_file
+from ..forms.output import output_target
+from ..forms.writers import open_writer
+from ..forms.records import Record, Records
+
+_SPEC = re.compile(r"(\d+)/(\d+)")
+SIDECAR_SUFFIX = ".shard.json"
+
+
+@dataclass(frozen=True)
+class Shard:
+    index: int  # 0-based
+    count: int
+
+    @classmethod
+    def parse(cls, spec: str) -> Shard:
+        """`I/N` with 0 <= I < N."""
+        match = _SPEC.fullmatch(spec.strip())
+        if not match or not int(match[1]) < int(match[2]):
+            raise InputError(f"shard {spec!r} must be I/N with 0 <= I < N, e.g. 0/4 for the first of four")
+        return cls(int(match[1]), int(match[2]))
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+
+class ShardRecords(Records):
+    """The records of one shard, taken from all of `records`, which it counts and digests on the way."""
+
+    def __init__(self, records: Records, shard: Shard):
+        def count() -> int | None:
+            whole = records.count
+            return None if whole is None else len(range(shard.index, whole, shard.count))
+
+        super().__init__(records.name, self._take(records), schema=records.schema, count=count)
+        self.total = 0  # records of the whole input read so far
+        self._shard = shard
+        self._digest = hashlib.sha256()
+
+    def _take(self, records: Records) -> Iterator[Record]:
+        for record in records:
+            self.total += 1
+            self._digest.update(json.dumps([record.number, record.data, record.raw], sort_keys=True,
+                                           default=str).encode() + b"\n")
+            if (self.total - 1) % self._shard.count == self._shard.index:
+                yield record
+
+    def write_sidecar(self, output: str | os.PathLike, scorer: str) -> None:
+        """Record, next to the finished `output`, what merge_shards checks. Call once every record was read."""
+        info = {"shard": self._shard.index, "shards": self._shard.count, "records": self.total,
+                "input": self._digest.hexdigest(), "scorer": scorer}
+        write_file(_sidecar(output), (json.dumps(info) + "\n").encode())
+
+
+@dataclass(frozen=True)
+class _Sidecar:
+    shard: int
+    shards: int
+    records: int
+    input: str
+    scorer: str
+
+
+def merge_shards(outputs: list[str | os.PathLike], output: str | os.PathLike) -> int:
+    """Interleave the outputs of shards 0..N-1 (any order, each with its sidecar) into `output`, which is then
+    exactly the single run's output. Raises InputError, before writing anything, for a missing or repeated shard,
+    shards of another input or scorer, an output without its sidecar, or one whose result count is not its
+    slice's. Returns the number of records."""
+    shards = {}
+    first: tuple[Path, _Sidecar] | None = None
+    for path in map(Path, outputs):
+        info = _read_sidecar(path)
+        if first is None:
+            first = (path, info)
+        elif (info.shards, info.records, info.input, info.scorer) != (first[1].shards, first[1].records,
+                                                                      first[1].input, first[1].scorer):
+            raise InputError(f"{path} is a shard of another input, split or scorer than {first[0]}; merge the "
+                             "shards of one run")
+        if info.shard in shards:
+            raise InputError(f"shard {info.shard}/{info.shards} is given twice: {shards[info.shard]} and {path}")
+        shards[info.shard] = path
+    if first is None:
+        raise InputError("no shard outputs to merge")
+    total, count = first[1].records, first[1].shards
+    missing = [f"{i}/{count}" for i in range(count) if i not in shards]
+    if missing:
+        raise InputError(f"shard {', '.join(missing)} missing: give every shard's output to merge")
+    if any(output_target(output).path == output_target(path).path for path in shards.values()):
+        raise OutputError(f"output {os.fspath(output)} is one of the shard outputs; give another file")
+    paths = [shards[i] for i in range(count)]
+    for index, path in enumerate(paths):
+        expected, got = len(range(index, total, count)), _count_rows(path)
+        if got != expected:
+            raise InputError(f"{path} has {got:,} results but shard {index}/{count} of {total:,} records has "
+                             f"{expected:,}: it is incomplete or was changed; rerun that shard")
+    readers = [_rows(path) for path in paths]
+    with open_writer(output, schema=_common_schema(paths)) as writer:
+        for number in range(total):
+            writer.write(next(readers[number % count]))
+        writer.finish()
+    return total
+
+
+def discard_sidecar(output: str | os.PathLike) -> None:
+    """Remove the sidecar of `output`, now written by a run that was not a shard."""
+    _sidecar(output).unlink(missing_ok=True)
+
+
+def _sidecar(output: str | os.PathLike) -> Path:
+    return Path(os.fspath(output) + SIDECAR_SUFFIX)
+
+
+def _read_sidecar(path: Path) -> _Sidecar:
+    sidecar = _sidecar(path)
+    try:
+        return _Sidecar(**json.loads(sidecar.read_text()))
+    except FileNotFoundError:
+        raise InputError(f"{path} has no {sidecar.name}: it is not the finished output of a run with {{shard}}",
+                         options=["shard"]) from None
+    except (OSError, ValueError, TypeError) as e:
+        raise InputError(f"cannot read {sidecar}: {e}") from None
+
+
+def _rows(path: Path) -> Iterator[dict]:
+    if path.suffix.lower() == ".parquet":
+        from ..forms.parquet_output import arrow
+
+        _, pq = arrow()
+        with pq.ParquetFile(path) as parquet:
+            for batch in parquet.iter_batches():
+                yield from batch.to_pylist()
+        return
+    with open(path, "rb") as f:
+        for line in f:
+            yield json.loads(line)
+
+
+def _count_rows(path: Path) -> int:
+    if path.suffix.lower() == ".parquet":
+        from ..forms.parquet_output import arrow
+
+        return arrow()[1].ParquetFile(path).metadata.num_rows
+    with open(path, "rb") as f:
+        return sum(1 for _ in f)
+
+
+def _common_schema(paths: list[Path]) -> object:
+    """The shards' Parquet schema when they share one (a table input's: kept exactly); None to infer."""
+    if not all(path.suffix.lower() == ".parquet" for path in paths):
+        return None
+    from ..forms.parquet_output import arrow
+
+    _, pq = arrow()
+    schemas = [pq.read_schema(path) for path in paths]
+    return schemas[0] if all(schema.equals(schemas[0]) for schema in schemas) else None
+
