@@ -196,7 +196,7 @@ def test_missing_extras_name_the_pip_command(tmp_path, monkeypatch):
 
 N_RECORDS = 240
 # The part size is a module constant; the killed process sets a small one so that parts exist before the kill.
-_SCORE = ("import sys; from localscore import parquet_output; parquet_output.PART_ROWS = 20; "
+_SCORE = ("import sys; from localscore.forms import parquet_output; parquet_output.PART_ROWS = 20; "
           "from localscore.cli import cli; sys.exit(cli(sys.argv[1:]))")
 
 
