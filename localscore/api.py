@@ -9,13 +9,12 @@ it needs them: importing this module loads neither llama.cpp nor pyarrow."""
 from __future__ import annotations
 
 import os
-import sys
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, BinaryIO, Callable, Sequence, Union
+from typing import TYPE_CHECKING, Callable, Sequence, Union
 
-from .errors import InputError, UsageError
+from .errors import UsageError
+from .forms.reader import existing, user_source
 from .runs.progress import Progress
-from .forms.tables import HUB_PREFIX
 
 if TYPE_CHECKING:
     from .runs.comparison import Comparison
@@ -51,7 +50,7 @@ def score(input: PathLike, output: PathLike | None = None, *, model: PathLike | 
         raise UsageError("{resume} needs an output file ({output})", options=["resume", "output"])
     from .runs.shards import Shard
 
-    source = _source(input)  # checked before the model loads (or is converted on first use): a typo costs nothing
+    source = user_source(input)  # checked before the model loads (or is converted on first use): a typo costs nothing
     if shard is not None:
         Shard.parse(shard)
     if ray:
@@ -60,9 +59,9 @@ def score(input: PathLike, output: PathLike | None = None, *, model: PathLike | 
         return score_on_ray(source, output, model_path=model, scorer=scorer, actors=actors or 1, threads=threads or 1,
                             ctx=ctx, too_long=too_long, pack=pack, strict=strict, verbose=verbose, resume=resume,
                             split=split, config=config, shard=shard, progress=progress)
+    from .llama.scorer import Scorer
     from .runs.default_model import default_model
     from .runs.score import score_file
-    from .llama.scorer import Scorer
 
     path = model or default_model(scorer, log=log)
     with Scorer.from_path(path, scorer, ctx=ctx, threads=threads, n_gpu_layers=n_gpu_layers, too_long=too_long,
@@ -82,10 +81,10 @@ def embed(input: PathLike, output: PathLike, *, model: PathLike, split: str = "t
     one row per record, computed with the embedder GGUF `model` as Deita's embedder does; a record that cannot be
     embedded gets a row of NaN. Computed embeddings are cached, so calling again after an interruption only
     computes the rest."""
-    from .runs.embed import embed_file
     from .llama.embedder import Embedder
+    from .runs.embed import embed_file
 
-    source = _source(input)
+    source = user_source(input)
     with Embedder.from_path(model, threads=threads, n_gpu_layers=n_gpu_layers, kernels=kernels,
                             verbose=verbose) as embedder:
         return embed_file(source, output, embedder, split=split, config=config, progress=progress)
@@ -101,9 +100,9 @@ def select(input: PathLike, output: PathLike | None = None, *, budget: int, thre
     embedder GGUF `model` for the records the selection reaches; give one of the two."""
     from .runs.select import select_file
 
-    return select_file(_source(input), output, budget=budget, threshold=threshold, model=model, embeddings=embeddings,
-                       split=split, config=config, threads=threads, n_gpu_layers=n_gpu_layers, kernels=kernels,
-                       verbose=verbose, progress=progress)
+    return select_file(user_source(input), output, budget=budget, threshold=threshold, model=model,
+                       embeddings=embeddings, split=split, config=config, threads=threads, n_gpu_layers=n_gpu_layers,
+                       kernels=kernels, verbose=verbose, progress=progress)
 
 
 def compare(a: PathLike, b: PathLike, data: PathLike, *, scorer: str = "quality", sample: int | None = None,
@@ -116,11 +115,12 @@ def compare(a: PathLike, b: PathLike, data: PathLike, *, scorer: str = "quality"
     `embed` of `data`), and when `data` is scored, Deita's selection of `budget` records at `threshold` runs with
     each (see embedding_compare.py)."""
     for path in (a, b, data):
-        _existing(path)
+        existing(path)
     if embedder:
         for name, given in (("scorer", scorer != "quality"), ("plot", plot is not None)):
             if given:
-                raise UsageError(f"{{{name}}} compares scorers; drop it or drop {{embedder}}", options=[name, "embedder"])
+                raise UsageError(f"{{{name}}} compares scorers; drop it or drop {{embedder}}",
+                                 options=[name, "embedder"])
         from .runs.embedding_compare import compare_embedders
 
         return compare_embedders(a, b, data, budget=budget, threshold=threshold, sample=sample, seed=seed,
@@ -129,7 +129,8 @@ def compare(a: PathLike, b: PathLike, data: PathLike, *, scorer: str = "quality"
     for name, given in (("budget", budget is not None), ("threshold", threshold != 0.9)):
         if given:
             raise UsageError(f"{{{name}}} compares embedders' selections: add {{embedder}}", options=[name, "embedder"])
-    from .runs.compare import compare as compare_scorers, is_npy
+    from .runs.compare import compare as compare_scorers
+    from .runs.compare import is_npy
 
     for label, path in (("A", a), ("B", b)):
         if is_npy(path):
@@ -155,20 +156,5 @@ def merge(inputs: Sequence[PathLike], output: PathLike) -> MergeSummary:
     from .runs.shards import merge_shards
 
     for path in inputs:
-        _existing(path)
+        existing(path)
     return MergeSummary(len(inputs), merge_shards(list(inputs), output), os.fspath(output))
-
-
-def _source(input: PathLike) -> PathLike | BinaryIO:
-    """What the readers take for `input`: stdin's bytes for "-", else the checked path or hub URI."""
-    if input == "-":
-        return sys.stdin.buffer
-    if isinstance(input, str) and input.startswith(HUB_PREFIX):
-        return input
-    return _existing(input)
-
-
-def _existing(path: PathLike) -> PathLike:
-    if not os.path.exists(path):
-        raise InputError(f"cannot read {os.fspath(path)}: no such file or folder")
-    return path

@@ -14,11 +14,10 @@ import click
 from convert import QUANT_TYPES
 
 from . import __version__
-from .errors import LocalscoreError, OutputClosed, UsageError
-from .llama.kernels import KERNELS
 from .deita.prompts import TOO_LONG_POLICIES
 from .deita.templates import TEMPLATES
-
+from .errors import LocalscoreError, OutputClosed, UsageError
+from .llama.kernels import KERNELS
 
 # What a shell reports for a process killed by SIGPIPE: `localscore ... | head` ends like any other Unix tool.
 _BROKEN_PIPE_STATUS = 141

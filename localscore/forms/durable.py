@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import errno
 import os
+import secrets
 import socket
 import sys
-import secrets
 from pathlib import Path
 
 from ..errors import LocalscoreError, OutputClosed, OutputError

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .durable import OutputLock, Sink
 from ..errors import InputError, OutputError
+from .durable import OutputLock, Sink
 
 DTYPE = np.dtype("<f4")
 # Room for any shape's header (the dict is ~70 characters); a multiple of 64 keeps the rows aligned.

@@ -1,7 +1,8 @@
-"""Where results go: the writer interface that every output form implements (jsonl_output, parquet_output; the
-form is chosen in writers.py), and the rules that keep every output safe: a file only takes its name when complete, a device or FIFO is written
-in place and never replaced, the input is never the output, a full disk leaves a resumable `.partial`, and one run
-at a time writes an output (durable.OutputLock). The bytes themselves go through durable.py."""
+"""Where results go: the writer interface that every output form implements (jsonl_output, parquet_output; the form
+is chosen in writers.py), and the rules that keep every output safe: a file only takes its name when complete, a
+device or FIFO is written in place and never replaced, the input is never the output, a full disk leaves a
+resumable `.partial`, and one run at a time writes an output (durable.OutputLock). The bytes themselves go through
+durable.py."""
 
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..deita.templates import Template
 from ..errors import InputError, OutputError
 from .records import Record, result
-from ..deita.templates import Template
+
 
 @dataclass(frozen=True)
 class Target:

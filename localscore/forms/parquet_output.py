@@ -18,11 +18,11 @@ import shutil
 import time
 from pathlib import Path
 
+from ..deita.templates import Template
 from ..errors import OutputError
 from ..extras import require
 from .durable import OutputLock, Sink, copy_file, write_error, write_file
 from .output import Target, Writer
-from ..deita.templates import Template
 
 # A part is written after this many results or seconds, whichever comes first: what a kill can lose at most.
 PART_ROWS = 1000

@@ -4,6 +4,7 @@ that form's reader. Every command (score, embed, select, compare, Ray) reads thr
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,6 +81,21 @@ def read_records(source: Source, *, split: str = "train", config: str | None = N
     """
     form = next(form for form in _FORMS if form.matches(source))
     return form.read(source, split, config)
+
+
+def user_source(input: str | os.PathLike) -> Source:
+    """What the readers take for an input as a user names it: stdin's bytes for "-", a hub dataset URI as it is,
+    else a path that must exist (checked before anything slow, such as loading a model, starts)."""
+    if input == "-":
+        return sys.stdin.buffer
+    return input if _is_hub(input) else existing(input)
+
+
+def existing(path: str | os.PathLike) -> str | os.PathLike:
+    """`path`, which must exist: a typo is one line before any work starts."""
+    if not os.path.exists(path):
+        raise InputError(f"cannot read {os.fspath(path)}: no such file or folder")
+    return path
 
 
 def source_name(source: Source) -> str:

@@ -12,8 +12,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from ..errors import InputError
 from ..deita.templates import TEMPLATES, Template
+from ..errors import InputError
 
 # A response of ~250k tokens is >100x the scorer's 2048-token context, so cutting its middle would score almost
 # nothing of it: such a record is reported instead of scored.

@@ -5,11 +5,11 @@ from __future__ import annotations
 import os
 from typing import Iterable, Sequence
 
-from .engine import Engine
-from ..errors import InputError
 from ..deita.prompts import TOO_LONG_POLICIES, Prompt, build, shared_head
 from ..deita.scoring import expected_score
 from ..deita.templates import LABELS, TEMPLATES, Template
+from ..errors import InputError
+from .engine import Engine
 
 
 class Scorer:

@@ -16,14 +16,14 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .agreement import agreement
-from .comparison import Comparison, Excluded
-from ..forms.durable import write_file
+from ..deita.templates import TEMPLATES, Template
 from ..errors import InputError, OutputError
-from .progress import Progress, silent
+from ..forms.durable import write_file
 from ..forms.reader import read_records
 from ..forms.records import Record
-from ..deita.templates import TEMPLATES, Template
+from .agreement import agreement
+from .comparison import Comparison, Excluded
+from .progress import Progress, silent
 
 GGUF_MAGIC = b"GGUF"
 NPY_MAGIC = b"\x93NUMPY"
@@ -126,8 +126,8 @@ def _side_scores(path: str | os.PathLike, label: str, positions: np.ndarray, rec
 
 def _model_scores(path: str | os.PathLike, label: str, chosen: Sequence[Record], template: Template,
                   threads: int | None, kernels: str, progress: Progress | None) -> list[list[float] | str]:
-    from .batch import score_records
     from ..llama.scorer import Scorer  # loads llama.cpp, which comparing two scored files does not need
+    from .batch import score_records
 
     out: list[list[float] | str] = []
     report, tokens = progress or silent, 0

@@ -10,13 +10,13 @@ from typing import BinaryIO
 
 import numpy as np
 
-from ..llama.embedder import Embedder
-from .embedding_cache import CachedEmbedder, EmbeddingCache
 from ..forms.embeddings_file import EmbeddingsWriter
-from .progress import Progress, silent
 from ..forms.output import refuse_input_as_output
 from ..forms.reader import read_records
 from ..forms.records import Record, without_leading_answer
+from ..llama.embedder import Embedder
+from .embedding_cache import CachedEmbedder, EmbeddingCache
+from .progress import Progress, silent
 
 
 @dataclass

@@ -16,16 +16,16 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .compare import Excluded, is_gguf, is_npy, sample_positions
+from ..errors import InputError
 from ..forms.durable import write_file
+from ..forms.embeddings_file import read_embeddings
+from ..forms.reader import read_records
+from ..forms.records import Record
+from .compare import Excluded, is_gguf, is_npy, sample_positions
 from .embed import turns_of
 from .embedding_agreement import (NEAR, PairShift, SelectionChange, VectorAgreement, pair_shift, selection_change,
                                   vector_agreement)
-from ..forms.embeddings_file import read_embeddings
-from ..errors import InputError
 from .progress import Progress, silent
-from ..forms.reader import read_records
-from ..forms.records import Record
 from .select import record_evol_score
 
 # A budget left unset selects this share of the compared records.
@@ -86,8 +86,9 @@ class EmbedderComparison:
             f"max |Δ| {_fixed(p.near_max_abs_delta)}; all pairs mean |Δ| {p.mean_abs_delta:.6f}",
         ]
         if s is not None:
-            lines.append(f"selection (budget {s.budget:,}, threshold {s.threshold:g}): A selects {len(s.selected_a):,}, "
-                         f"B {len(s.selected_b):,}; {s.common:,} in both, {s.changed:,} of A's changed")
+            lines.append(f"selection (budget {s.budget:,}, threshold {s.threshold:g}): "
+                         f"A selects {len(s.selected_a):,}, B {len(s.selected_b):,}; {s.common:,} in both, "
+                         f"{s.changed:,} of A's changed")
         else:
             lines.append(f"selection: not compared ({self.unscored})")
         lines.append("Δ = B - A")

@@ -6,9 +6,9 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-from .comparison import Comparison
-from ..forms.durable import write_file
 from ..extras import require
+from ..forms.durable import write_file
+from .comparison import Comparison
 
 
 def require_matplotlib() -> None:

@@ -17,13 +17,13 @@ from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from .batch import Scored, score_records
+from ..deita.templates import TEMPLATES
 from ..errors import InputError, LocalscoreError, ModelError
 from ..extras import require
-from .progress import Progress
 from ..forms.records import Record, Records
+from .batch import Scored, score_records
+from .progress import Progress
 from .score import Summary, run_scoring
-from ..deita.templates import TEMPLATES
 
 # Each actor gets at least this many blocks, so that the last one to finish runs little past the others, and
 # at most this many records per block, so that no call runs for hours; blocks of an input of unknown length
@@ -149,8 +149,8 @@ class _ScoreActor:
 
     def __init__(self, model_path: str | os.PathLike | None, scorer: str, threads: int, ctx: int | None,
                  too_long: str, pack: int, verbose: bool):
-        from .default_model import default_model
         from ..llama.scorer import Scorer
+        from .default_model import default_model
 
         self.name = f"{socket.gethostname()}:{os.getpid()}"
         self.failure: tuple[str, tuple[str, ...]] | None = None

@@ -10,16 +10,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterable, Iterator
 
-from .batch import Scored, score_records
+from ..deita.templates import Template
 from ..errors import InputError, LocalscoreError, OutputError
 from ..forms.output import Writer, output_target, refuse_input_as_output
-from ..forms.writers import open_writer
-from .progress import Progress, silent
 from ..forms.reader import read_records
 from ..forms.records import Records
+from ..forms.writers import open_writer
 from ..llama.scorer import Scorer
+from .batch import Scored, score_records
+from .progress import Progress, silent
 from .shards import Shard, ShardRecords, discard_sidecar
-from ..deita.templates import Template
 
 
 @dataclass

@@ -11,17 +11,16 @@ from typing import BinaryIO
 
 import numpy as np
 
-from .embed import turns_of
-from ..forms.embeddings_file import read_embeddings
-from ..errors import InputError
-from ..forms.output import refuse_input_as_output
-from ..forms.writers import open_writer
-from .progress import Progress, silent
-from ..forms.reader import read_records
-from ..forms.records import Record
 from ..deita.selection import EVOL_FIELD, SIMILARITY_FIELD, diversity_filter, evol_score, rank
 from ..deita.templates import COMPLEXITY, QUALITY
-
+from ..errors import InputError
+from ..forms.embeddings_file import read_embeddings
+from ..forms.output import refuse_input_as_output
+from ..forms.reader import read_records
+from ..forms.records import Record
+from ..forms.writers import open_writer
+from .embed import turns_of
+from .progress import Progress, silent
 
 
 @dataclass
@@ -77,7 +76,8 @@ def select_file(source: str | os.PathLike | BinaryIO, output: str | os.PathLike 
     else:
         selection = _lazy_selection(records, order, model, budget, threshold, threads, n_gpu_layers, kernels,
                                     verbose, cache_path, progress, summary)
-    summary.examined, summary.rejected, summary.selected = selection.examined, selection.rejected, len(selection.indices)
+    summary.examined, summary.rejected = selection.examined, selection.rejected
+    summary.selected = len(selection.indices)
     for _, reason in selection.skipped:
         summary.unusable[reason] = summary.unusable.get(reason, 0) + 1
     with open_writer(output) as writer:

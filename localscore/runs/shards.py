@@ -17,8 +17,8 @@ from pathlib import Path
 from ..errors import InputError, OutputError
 from ..forms.durable import write_file
 from ..forms.output import output_target
-from ..forms.writers import open_writer
 from ..forms.records import Record, Records
+from ..forms.writers import open_writer
 
 _SPEC = re.compile(r"(\d+)/(\d+)")
 SIDECAR_SUFFIX = ".shard.json"
