@@ -105,3 +105,16 @@ def embedder_gguf(tmp_path_factory, embedder_checkpoint) -> Path:
     from convert import convert
 
     return convert(embedder_checkpoint, tmp_path_factory.mktemp("embedder-gguf") / "mistral-tiny.f32.gguf", "f32")
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """One local Ray cluster (2 CPUs) for every test that runs on Ray: starting one costs seconds."""
+    import logging
+
+    import ray
+
+    # A small object store: the default takes 30% of the machine's memory.
+    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=200 * 2**20, logging_level=logging.WARNING)
+    yield
+    ray.shutdown()

@@ -1,10 +1,9 @@
-"""Scoring on Ray: one local Ray cluster (2 CPUs) per module, 2 actors x 1 thread, compared record for record with
-the single-process run."""
+"""Scoring on Ray: the session's local Ray cluster (2 CPUs, conftest.py), 2 actors x 1 thread, compared record for
+record with the single-process run."""
 
 from __future__ import annotations
 
 import json
-import logging
 import os
 import re
 import signal
@@ -27,14 +26,6 @@ from tests.test_formats import write_hub_cache
 
 DATA = Path(__file__).parent / "data"
 ROOT = Path(__file__).parent.parent
-
-
-@pytest.fixture(scope="module")
-def cluster():
-    # A small object store: the default takes 30% of the machine's memory.
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=200 * 2**20, logging_level=logging.WARNING)
-    yield
-    ray.shutdown()
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +74,7 @@ def present(row: dict) -> dict:
     return {key: value for key, value in row.items() if value is not None}
 
 
-def test_ray_cli_equals_the_single_process_run(cluster, jsonl, model, single, tmp_path):
+def test_ray_cli_equals_the_single_process_run(ray_cluster, jsonl, model, single, tmp_path):
     out = tmp_path / "out.parquet"
     result = CliRunner().invoke(cli, ["score", str(jsonl), "-m", str(model), "--ray", "--actors", "2", "--threads",
                                       "1", "-o", str(out)], catch_exceptions=False)
@@ -99,7 +90,7 @@ def test_ray_cli_equals_the_single_process_run(cluster, jsonl, model, single, tm
     assert log[-1].endswith(" tokens/s: 37 scored, 3 errored, 0 truncated")
 
 
-def test_ray_writes_json_lines_for_other_names(cluster, jsonl, model, single, tmp_path):
+def test_ray_writes_json_lines_for_other_names(ray_cluster, jsonl, model, single, tmp_path):
     out = tmp_path / "out.jsonl"
     result = CliRunner().invoke(cli, ["score", str(jsonl), "-m", str(model), "--ray", "--actors", "2", "-q",
                                       "-o", str(out)], catch_exceptions=False)
@@ -107,7 +98,7 @@ def test_ray_writes_json_lines_for_other_names(cluster, jsonl, model, single, tm
     assert [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()] == single
 
 
-def test_ray_reads_parquet_input_like_the_single_process_run(cluster, records, model, single, tmp_path):
+def test_ray_reads_parquet_input_like_the_single_process_run(ray_cluster, records, model, single, tmp_path):
     src = tmp_path / "in.parquet"
     # Every record's keys (from_pylist takes the first row's); several row groups, so both actors get blocks.
     pq.write_table(pa.Table.from_struct_array(pa.array(records)), src, row_group_size=7)
@@ -126,7 +117,7 @@ def test_ray_reads_parquet_input_like_the_single_process_run(cluster, records, m
     assert [r["id"] for r in got if "quality_error" in r] == [r["id"] for r in single if "quality_error" in r]
 
 
-def test_parquet_input_and_strict(cluster, jsonl, records, model, single, tmp_path):
+def test_parquet_input_and_strict(ray_cluster, jsonl, records, model, single, tmp_path):
     from localscore.runs.ray import score_on_ray
 
     src = tmp_path / "in.parquet"
@@ -141,14 +132,14 @@ def test_parquet_input_and_strict(cluster, jsonl, records, model, single, tmp_pa
     assert not (tmp_path / "out.parquet").exists()
 
 
-def test_a_model_an_actor_cannot_load_is_one_line(cluster, jsonl, tmp_path):
+def test_a_model_an_actor_cannot_load_is_one_line(ray_cluster, jsonl, tmp_path):
     from localscore.runs.ray import score_on_ray
 
     with pytest.raises(ModelError, match=r"^on [^:]+: model file .*nope\.gguf does not exist; "):
         score_on_ray(jsonl, tmp_path / "out.parquet", model_path=tmp_path / "nope.gguf", actors=1, threads=1)
 
 
-def test_a_malformed_json_line_is_a_per_record_error_as_without_ray(cluster, model, tmp_path):
+def test_a_malformed_json_line_is_a_per_record_error_as_without_ray(ray_cluster, model, tmp_path):
     from localscore.runs.ray import score_on_ray
 
     src = tmp_path / "broken.jsonl"
@@ -176,7 +167,7 @@ def test_options_that_do_not_work_with_ray(tmp_path, jsonl):
     assert result.exit_code == 2 and result.output.splitlines()[-1] == "Error: --actors needs --ray"
 
 
-def test_every_table_form_on_ray_equals_the_single_run(cluster, records, model, tmp_path):
+def test_every_table_form_on_ray_equals_the_single_run(ray_cluster, records, model, tmp_path):
     import datasets
 
     table = pa.Table.from_struct_array(pa.array(records))
@@ -210,13 +201,13 @@ def test_every_table_form_on_ray_equals_the_single_run(cluster, records, model, 
 
 
 def _env(tmp_path: Path) -> dict:
-    """A child process on this module's cluster, with an offline hub cache under tmp_path."""
+    """A child process on the session's cluster, with an offline hub cache under tmp_path."""
     return {**os.environ, "RAY_ADDRESS": ray.get_runtime_context().gcs_address, "HF_HUB_OFFLINE": "1",
             "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_DATASETS_CACHE": str(tmp_path / "datasets-cache"),
             "HF_HOME": str(tmp_path / "hf-home")}
 
 
-def test_a_killed_ray_driver_resumes_to_the_uninterrupted_bytes(cluster, records, model, tmp_path):
+def test_a_killed_ray_driver_resumes_to_the_uninterrupted_bytes(ray_cluster, records, model, tmp_path):
     many = [{**record, "id": f"{copy}-{record['id']}"} for copy in range(20) for record in records]  # 800
     src = tmp_path / "in.jsonl"
     src.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in many), encoding="utf-8")
