@@ -39,13 +39,7 @@ def score(input: PathLike, output: PathLike | None = None, *, model: PathLike | 
     the official scorer, converted once into the cache. `shard` "I/N" scores one slice for `merge`; `resume`
     continues an interrupted run into the same `output`; `strict` stops at the first bad record instead of marking
     it. `ray` scores on a Ray cluster with `actors` actors of `threads` threads each (default 1 and 1)."""
-    if actors is not None and not ray:
-        raise UsageError("{actors} needs {ray}", options=["actors", "ray"])
-    if ray and n_gpu_layers is not None:
-        raise UsageError("{n_gpu_layers} does not work with {ray}", options=["n_gpu_layers", "ray"])
-    if ray and kernels != "auto":
-        # Each node chooses for its own CPU: one setting named on the driver may not fit (or may crash) there.
-        raise UsageError("{kernels} does not work with {ray}: each node chooses its own", options=["kernels", "ray"])
+    _check_ray(ray, actors, n_gpu_layers, kernels)
     if resume and output is None:
         raise UsageError("{resume} needs an output file ({output})", options=["resume", "output"])
     from .runs.shards import Shard
@@ -75,34 +69,47 @@ def score(input: PathLike, output: PathLike | None = None, *, model: PathLike | 
 
 
 def embed(input: PathLike, output: PathLike, *, model: PathLike, split: str = "train", config: str | None = None,
-          threads: int | None = None, n_gpu_layers: int | None = None, kernels: str = "auto", verbose: bool = False,
+          threads: int | None = None, n_gpu_layers: int | None = None, kernels: str = "auto",
+          shard: str | None = None, ray: bool = False, actors: int | None = None, verbose: bool = False,
           progress: Progress | None = None) -> EmbedSummary:
     """Write the embedding of every record of `input` (any form `score` reads) to `output`, a float32 `.npy` with
     one row per record, computed with the embedder GGUF `model` as Deita's embedder does; a record that cannot be
     embedded gets a row of NaN. Computed embeddings are cached, so calling again after an interruption only
-    computes the rest."""
-    from .llama.embedder import Embedder
+    computes the rest. `shard` "I/N" embeds one slice for `merge`; `ray` embeds on a Ray cluster with `actors`
+    actors of `threads` threads each (default 1 and 1), the rows written here, in input order."""
+    _check_ray(ray, actors, n_gpu_layers, kernels)
     from .runs.embed import embed_file
+    from .runs.embedding_step import open_embedding
+    from .runs.shards import Shard
 
     source = user_source(input)
-    with Embedder.from_path(model, threads=threads, n_gpu_layers=n_gpu_layers, kernels=kernels,
-                            verbose=verbose) as embedder:
-        return embed_file(source, output, embedder, split=split, config=config, progress=progress)
+    if shard is not None:
+        Shard.parse(shard)
+    with open_embedding(model, threads=threads, n_gpu_layers=n_gpu_layers, kernels=kernels, verbose=verbose,
+                        ray=ray, actors=actors or 1) as embedding:
+        return embed_file(source, output, embedding, split=split, config=config, shard=shard, progress=progress)
 
 
 def select(input: PathLike, output: PathLike | None = None, *, budget: int, threshold: float = 0.9,
            model: PathLike | None = None, embeddings: PathLike | None = None, split: str = "train",
            config: str | None = None, threads: int | None = None, n_gpu_layers: int | None = None,
-           kernels: str = "auto", verbose: bool = False, progress: Progress | None = None) -> SelectSummary:
+           kernels: str = "auto", ray: bool = False, actors: int | None = None, verbose: bool = False,
+           progress: Progress | None = None) -> SelectSummary:
     """Write the `budget` best and most diverse records of `input` (scored by both Deita scorers) to `output`
     (None: stdout), best first, each with its evol score and its similarity to the nearest record kept before it.
     Embeddings come from `embeddings` (a `.npy` written by `embed` from the same input) or are computed with the
-    embedder GGUF `model` for the records the selection reaches; give one of the two."""
+    embedder GGUF `model` for the records the selection reaches; give one of the two. With `ray`, `actors` Ray
+    actors (of `threads` threads each, default 1 and 1) embed the next candidates ahead of the walk, which picks
+    exactly what it picks here."""
+    _check_ray(ray, actors, n_gpu_layers, kernels)
+    if ray and embeddings is not None:
+        raise UsageError("{ray} embeds with {model}; precomputed {embeddings} need no actors",
+                         options=["ray", "model", "embeddings"])
     from .runs.select import select_file
 
     return select_file(user_source(input), output, budget=budget, threshold=threshold, model=model,
                        embeddings=embeddings, split=split, config=config, threads=threads, n_gpu_layers=n_gpu_layers,
-                       kernels=kernels, verbose=verbose, progress=progress)
+                       kernels=kernels, ray=ray, actors=actors or 1, verbose=verbose, progress=progress)
 
 
 def compare(a: PathLike, b: PathLike, data: PathLike, *, scorer: str = "quality", sample: int | None = None,
@@ -151,10 +158,21 @@ class MergeSummary:
 
 
 def merge(inputs: Sequence[PathLike], output: PathLike) -> MergeSummary:
-    """Join the outputs of `score(..., shard="I/N")` runs, in any order, into `output`, exactly the single run's
-    output; refuses a missing or repeated shard, or shards of another input or scorer, before writing anything."""
+    """Join the outputs of `score(..., shard="I/N")` runs, or of `embed(..., shard="I/N")` runs, in any order, into
+    `output`, exactly the single run's output; refuses a missing or repeated shard, or shards of another input,
+    scorer or embedder, before writing anything."""
     from .runs.shards import merge_shards
 
     for path in inputs:
         existing(path)
     return MergeSummary(len(inputs), merge_shards(list(inputs), output), os.fspath(output))
+
+
+def _check_ray(ray: bool, actors: int | None, n_gpu_layers: int | None, kernels: str) -> None:
+    if actors is not None and not ray:
+        raise UsageError("{actors} needs {ray}", options=["actors", "ray"])
+    if ray and n_gpu_layers is not None:
+        raise UsageError("{n_gpu_layers} does not work with {ray}", options=["n_gpu_layers", "ray"])
+    if ray and kernels != "auto":
+        # Each node chooses for its own CPU: one setting named on the driver may not fit (or may crash) there.
+        raise UsageError("{kernels} does not work with {ray}: each node chooses its own", options=["kernels", "ray"])

@@ -166,6 +166,21 @@ def _model_run_options(command):
     return command
 
 
+def _shard_option(verb: str):
+    return click.option("shard", "--shard", metavar="I/N",
+                        help=f"{verb} only the I-th (0-based) of N slices; see `merge`.")
+
+
+def _ray_options(verb: str, work: str):
+    """--ray and --actors."""
+    def add(command):
+        command = click.option("actors", "--actors", type=click.IntRange(min=1),
+                               help=f"With --ray: {work} actors, one model each.")(command)
+        return click.option("ray", "--ray", is_flag=True,
+                            help=f"{verb} on a Ray cluster ($RAY_ADDRESS, else a local one).")(command)
+    return add
+
+
 @cli.command()
 @_input_options
 @click.option("output", "-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
@@ -179,11 +194,10 @@ def _model_run_options(command):
               help="Prompts over the context: cut the response's middle, or report an error.")
 @click.option("pack", "--pack", type=click.IntRange(1, 64), default=1, show_default=True,
               help="Prompts per decode call, for GPUs; scores may then vary slightly with batch-mates.")
-@click.option("shard", "--shard", metavar="I/N", help="Score only the I-th (0-based) of N slices; see `merge`.")
+@_shard_option("Score")
 @click.option("resume", "--resume", is_flag=True, help="Continue an interrupted run into the same -o file.")
 @click.option("strict", "--strict", is_flag=True, help="Stop at the first bad record instead of marking it.")
-@click.option("ray", "--ray", is_flag=True, help="Score on a Ray cluster ($RAY_ADDRESS, else a local one).")
-@click.option("actors", "--actors", type=click.IntRange(min=1), help="With --ray: scoring actors, one model each.")
+@_ray_options("Score", "scoring")
 @_model_run_options
 def score(quiet: bool, **options) -> None:
     """Score instruction data: JSONL or a JSON array (- for stdin), a Parquet file or folder of Parquet files, a
@@ -205,10 +219,10 @@ def score(quiet: bool, **options) -> None:
 @cli.command()
 @click.argument("inputs", metavar="SHARD_OUTPUT...", nargs=-1, required=True)
 @click.option("output", "-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help="File to write: Parquet for a .parquet name, else JSONL.")
+              help="File to write: Parquet for a .parquet name, else JSONL; .npy for embedding shards.")
 def merge(**options) -> None:
-    """Join the outputs of `score --shard I/N` runs into the single run's output, checking that every shard is
-    there once and all come from one input and scorer.
+    """Join the outputs of `score --shard I/N` (or `embed --shard I/N`) runs into the single run's output,
+    checking that every shard is there once and all come from one input and scorer (or embedder).
 
     Example: localscore merge scored-*-of-4.jsonl -o scored.jsonl
     """
@@ -223,6 +237,8 @@ def merge(**options) -> None:
               help="Embedder GGUF (Deita uses Mistral-7B-v0.1).")
 @click.option("output", "-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help=".npy file to write: float32, one row per input record.")
+@_shard_option("Embed")
+@_ray_options("Embed", "embedding")
 @_model_run_options
 def embed(quiet: bool, **options) -> None:
     """Embed every record's conversation as Deita's embedder does (last token, final hidden state).
@@ -236,7 +252,8 @@ def embed(quiet: bool, **options) -> None:
     with _progress(quiet) as progress:
         summary = embed(**options, progress=progress)
     if not quiet:
-        _log(summary.line())
+        for line in summary.lines():
+            _log(line)
 
 
 # What adds the scores `select` needs, for a file that lacks them.
@@ -256,6 +273,7 @@ _SCORE_BOTH = ("localscore score INPUT -m QUALITY.gguf | localscore score - --sc
               help="Embeddings made by `localscore embed` from the same INPUT.")
 @click.option("output", "-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
               help="JSONL file to write (default: stdout).")
+@_ray_options("Embed the walk's next candidates ahead of it", "embedding")
 @_model_run_options
 def select(quiet: bool, **options) -> None:
     """Select the best and most diverse records of a file scored by both Deita scorers (Deita's method).
@@ -274,7 +292,8 @@ def select(quiet: bool, **options) -> None:
     except MissingScores as e:
         raise click.ClickException(f"{e}: {_SCORE_BOTH}") from None
     if not quiet:
-        _log(summary.line())
+        for line in summary.lines():
+            _log(line)
 
 
 @cli.command()

@@ -13,8 +13,10 @@ from click.testing import CliRunner
 
 from localscore.cli import cli
 from localscore.llama.embedder import Embedder
-from localscore.runs.embedding_cache import CachedEmbedder, EmbeddingCache
-from tests.conftest import sharegpt_conversations, sharegpt_turns as turns
+from localscore.runs.embedding_cache import CachedEmbeddings, EmbeddingCache
+from localscore.runs.embedding_step import Embedding, LocalStep
+from tests.conftest import sharegpt_conversations
+from tests.conftest import sharegpt_turns as turns
 
 # FastChat's vicuna_v1.1 (Deita vendors it in selection/embedder/conversation.py): ADD_COLON_TWO, sep " ", sep2 "</s>".
 VICUNA_SYSTEM = ("A chat between a curious user and an artificial intelligence assistant. "
@@ -148,13 +150,13 @@ def test_vector_depends_on_the_conversation_only(embedder, conversations):
 
 def test_cache_returns_what_was_computed(tmp_path, embedder, conversations):
     with EmbeddingCache(embedder.fingerprint, tmp_path / "cache.sqlite") as cache:
-        cached = CachedEmbedder(embedder, cache)
+        cached = CachedEmbeddings(Embedding(embedder, LocalStep(embedder)), cache)
         first = [cached.vector(turns(r)) for r in conversations[:3]]
     with EmbeddingCache(embedder.fingerprint, tmp_path / "cache.sqlite") as cache:
-        again = CachedEmbedder(embedder, cache)
+        again = CachedEmbeddings(Embedding(embedder, LocalStep(embedder)), cache)
         second = [again.vector(turns(r)) for r in conversations[:3]]
     with EmbeddingCache("another model", tmp_path / "cache.sqlite") as cache:
-        other = CachedEmbedder(embedder, cache)
+        other = CachedEmbeddings(Embedding(embedder, LocalStep(embedder)), cache)
         other.vector(turns(conversations[0]))
     assert (cached.computed, again.computed, again.reused, other.computed) == (3, 0, 3, 1)
     for a, b in zip(first, second):

@@ -248,4 +248,4 @@ def test_missing_ray_names_the_extra(monkeypatch, jsonl, tmp_path):
     monkeypatch.setitem(sys.modules, "ray", None)
     with pytest.raises(LocalscoreError) as error:
         score_on_ray(jsonl, tmp_path / "out.parquet")
-    assert str(error.value) == "scoring on Ray needs the ray extra: pip install 'localscore[ray]'"
+    assert str(error.value) == "running on Ray needs the ray extra: pip install 'localscore[ray]'"

@@ -74,7 +74,7 @@ def test_merge_refuses_missing_repeated_and_foreign_shards(tmp_path, q8_scorer, 
         ([outputs[0], outputs[1], outputs[1], outputs[2]],
          f"Error: shard 1/{N_SHARDS} is given twice: {outputs[1]} and {outputs[1]}"),
         ([outputs[0], outputs[1], foreign],
-         f"Error: {foreign} is a shard of another input, split or scorer than {outputs[0]}; merge the shards of "
+         f"Error: {foreign} is a shard of another input, split, scorer or embedder than {outputs[0]}; merge the shards of "
          "one run"),
         ([outputs[0], outputs[1], source], f"Error: {source} has no in.jsonl.shard.json: it is not the finished "
                                            "output of a run with --shard"),

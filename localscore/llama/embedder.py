@@ -26,10 +26,14 @@ class Embedder(Model):
     """
 
     def __init__(self, path: str | os.PathLike, *, n_threads: int | None = None, n_gpu_layers: int | None = None,
-                 kernels: str = "auto", verbose: bool = False):
-        super().__init__(path, n_threads=n_threads, n_gpu_layers=n_gpu_layers, kernels=kernels, verbose=verbose)
+                 kernels: str = "auto", verbose: bool = False, vocab_only: bool = False):
+        super().__init__(path, n_threads=n_threads, n_gpu_layers=n_gpu_layers, kernels=kernels, verbose=verbose,
+                         vocab_only=vocab_only)
         try:
             self.max_tokens = min(MAX_TOKENS, self.n_ctx_train)
+            self.fingerprint = _fingerprint(self.path)
+            if vocab_only:
+                return
             self._batch = llama_cpp.llama_batch_init(self.max_tokens, 0, 1)
             for i in range(self.max_tokens):
                 self._batch.n_seq_id[i] = 1
@@ -37,7 +41,6 @@ class Embedder(Model):
             self._tokens = np.ctypeslib.as_array(self._batch.token, shape=(self.max_tokens,))
             self._pos = np.ctypeslib.as_array(self._batch.pos, shape=(self.max_tokens,))
             self._output = np.ctypeslib.as_array(self._batch.logits, shape=(self.max_tokens,))
-            self.fingerprint = _fingerprint(self.path)
         except BaseException:
             self.close()
             raise
@@ -46,6 +49,12 @@ class Embedder(Model):
     def from_path(cls, path: str | os.PathLike, *, threads: int | None = None, n_gpu_layers: int | None = None,
                   kernels: str = "auto", verbose: bool = False) -> "Embedder":
         return cls(path, n_threads=threads, n_gpu_layers=n_gpu_layers, kernels=kernels, verbose=verbose)
+
+    @classmethod
+    def vocabulary(cls, path: str | os.PathLike, *, verbose: bool = False) -> "Embedder":
+        """The embedder without its weights: token ids, width and fingerprint (cache keys), but no embedding. For a
+        process that hands the embedding itself to others (a Ray driver)."""
+        return cls(path, verbose=verbose, vocab_only=True)
 
     def _context_params(self, n_cells: int) -> llama_cpp.llama_context_params:
         cparams = self._base_context_params(n_cells)

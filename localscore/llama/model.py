@@ -89,7 +89,7 @@ class Model:
     recreating it larger when a longer prompt arrives."""
 
     def __init__(self, path: str | os.PathLike, *, n_threads: int | None = None, n_gpu_layers: int | None = None,
-                 kernels: str = "auto", verbose: bool = False):
+                 kernels: str = "auto", verbose: bool = False, vocab_only: bool = False):
         self._model = self._ctx = None
         self._batch: llama_cpp.llama_batch | None = None  # the subclass's decode batch, freed by close()
         self.log = LlamaLog(verbose)
@@ -98,12 +98,17 @@ class Model:
             raise ModelError(f"model file {self.path} does not exist; convert one with `localscore convert`")
         require_llama_cpp()
         llama_cpp.llama_backend_init()
-        # The kernels depend on the weight type, and llama.cpp fixes them at load: read the header first.
-        self.kernels = choose(kernels, read_file_type(self.path, self.log))
         mparams = llama_cpp.llama_model_default_params()
+        # vocab_only: the vocabulary and shape without the weights (no context can be made), for a process that
+        # only tokenizes and leaves the model's work to others (a Ray driver).
+        self.vocab_only = mparams.vocab_only = vocab_only
+        self.kernels: KernelChoice | None = None
+        if not vocab_only:
+            # The kernels depend on the weight type, and llama.cpp fixes them at load: read the header first.
+            self.kernels = choose(kernels, read_file_type(self.path, self.log))
+            mparams.use_extra_bufts = self.kernels.use_extra_bufts
         if n_gpu_layers is not None:
             mparams.n_gpu_layers = n_gpu_layers
-        mparams.use_extra_bufts = self.kernels.use_extra_bufts
         self.n_gpu_layers = mparams.n_gpu_layers
         with self.log.scope(fresh=True):
             self._model = llama_cpp.llama_model_load_from_file(str(self.path).encode(), mparams)
@@ -117,12 +122,15 @@ class Model:
                              "scorers (convert one with `localscore convert`)")
         self.n_vocab = llama_cpp.llama_vocab_n_tokens(self._vocab)
         self.n_embd = llama_cpp.llama_model_n_embd(self._model)
+        self.n_ctx_train = llama_cpp.llama_model_n_ctx_train(self._model)
+        if vocab_only:  # llama.cpp leaves the shape unset without the weights; the metadata has it
+            self.n_embd = int(self.meta(f"{self.architecture}.embedding_length") or 0)
+            self.n_ctx_train = int(self.meta(f"{self.architecture}.context_length") or 0)
         self.bos = llama_cpp.llama_vocab_bos(self._vocab)
         self.eos = llama_cpp.llama_vocab_eos(self._vocab)
         ftype = llama_cpp.llama_model_ftype(self._model)
         self.file_type = _file_type_name(ftype)
         self.full_precision = ftype == llama_cpp.LLAMA_FTYPE_ALL_F32
-        self.n_ctx_train = llama_cpp.llama_model_n_ctx_train(self._model)
         self.n_threads = n_threads or physical_cores()
         self.n_cells = 0  # KV cells of the current context; 0 before the first one
 
@@ -195,6 +203,8 @@ class Model:
         """Make sure the context holds `needed` KV cells: from CELL_STEP up in steps of it, at most `limit`."""
         if self._ctx and needed <= self.n_cells:
             return
+        if self.vocab_only:
+            raise ValueError(f"{self.path} was loaded without its weights (vocab_only): it has no context")
         n_cells = min(limit, -(-max(needed, 1) // CELL_STEP) * CELL_STEP)
         if self._ctx:
             llama_cpp.llama_free(self._ctx)

@@ -1,22 +1,25 @@
-"""Embed a whole file: one row per input record, in input order, into a `.npy` file; computed vectors go to the
-embedding cache too, so rerunning an interrupted run only computes what is missing."""
+"""Embed a whole file: one row per input record, in input order, into a `.npy` file, computed in this process or by
+Ray actors (embedding_step); computed vectors go to the embedding cache too, so rerunning an interrupted run only
+computes what is missing. A shard ("I/N") embeds one round-robin slice for `merge`, as scoring does."""
 
 from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
-from typing import BinaryIO
-
-import numpy as np
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, BinaryIO
 
 from ..forms.embeddings_file import EmbeddingsWriter
 from ..forms.output import refuse_input_as_output
 from ..forms.reader import read_records
 from ..forms.records import Record, without_leading_answer
-from ..llama.embedder import Embedder
-from .embedding_cache import CachedEmbedder, EmbeddingCache
+from .embedding_cache import CachedEmbeddings, EmbeddingCache
+from .embedding_step import Embedding
 from .progress import Progress, silent
+from .shards import Shard, ShardRecords, discard_sidecar
+
+if TYPE_CHECKING:
+    from .ray import ActorStats
 
 
 @dataclass
@@ -27,11 +30,16 @@ class EmbedSummary:
     errored: int = 0
     tokens: int = 0
     seconds: float = 0.0
+    actors: dict[str, ActorStats] = field(default_factory=dict)  # on Ray: "host:pid" -> its work
 
     def line(self) -> str:
         rate = self.computed / self.seconds if self.seconds > 0 else 0.0
         return (f"{self.records:,} records in {self.seconds:.1f} s: {self.computed:,} embedded ({rate:,.1f}/s, "
                 f"{self.tokens:,} tokens), {self.reused:,} from the cache, {self.errored:,} errored (NaN rows)")
+
+    def lines(self) -> list[str]:
+        """The summary as shown at the end of a run."""
+        return [*(actor.line(name) for name, actor in self.actors.items()), self.line()]
 
 
 def turns_of(record: Record) -> list[tuple[str, str]] | None:
@@ -43,34 +51,34 @@ def turns_of(record: Record) -> list[tuple[str, str]] | None:
     return [(turn.instruction, turn.response) for turn in record.turns]
 
 
-def embed_file(source: str | os.PathLike | BinaryIO, output: str | os.PathLike, embedder: Embedder, *,
+def embed_file(source: str | os.PathLike | BinaryIO, output: str | os.PathLike, embedding: Embedding, *,
                cache_path: str | os.PathLike | None = None, progress: Progress | None = None, split: str = "train",
-               config: str | None = None) -> EmbedSummary:
+               config: str | None = None, shard: str | None = None) -> EmbedSummary:
     """Write the embedding of every record of `source` (any input reader.read_records reads; `split` and `config`
     choose the part of a hub dataset or saved DatasetDict) to `output` (float32 `.npy`, row i = record i).
 
     A record that cannot be embedded (not a conversation, a final question without answer, ...) gets a row of
-    NaN and is counted as errored; it never moves the rows after it. `progress` is called with the records done,
+    NaN and is counted as errored; it never moves the rows after it. `shard` "I/N" embeds the I-th of N
+    round-robin slices and writes `output`'s sidecar (see shards.py). `progress` is called with the records done,
     the input's records (where cheap to know) and the tokens.
     """
+    slice_ = None if shard is None else Shard.parse(shard)
     refuse_input_as_output(source, output)
     summary = EmbedSummary()
     start = time.perf_counter()
     records = read_records(source, split=split, config=config)
-    nan_row = np.full(embedder.n_embd, np.nan, dtype=np.float32)
+    if slice_ is not None:
+        records = ShardRecords(records, slice_)
+    vocab = embedding.vocab
     report = progress or silent
     report(0, records.count, 0)
-    with EmbeddingCache(embedder.fingerprint, cache_path) as cache, EmbeddingsWriter(output, embedder.n_embd) as out:
-        cached = CachedEmbedder(embedder, cache)
+    with EmbeddingCache(vocab.fingerprint, cache_path) as cache, EmbeddingsWriter(output, vocab.n_embd) as out:
+        cached = CachedEmbeddings(embedding, cache)
         try:
-            for record in records:
+            for job in cached.jobs(map(turns_of, records), records.count):
                 summary.records += 1
-                turns = turns_of(record)
-                if turns is None:
-                    summary.errored += 1
-                    out.write(nan_row)
-                else:
-                    out.write(cached.vector(turns))
+                summary.errored += job.ids is None
+                out.write(job.vector)
                 report(summary.records, records.count, cached.tokens)
         except KeyboardInterrupt:
             from .score import Interrupted
@@ -81,6 +89,11 @@ def embed_file(source: str | os.PathLike | BinaryIO, output: str | os.PathLike, 
         finally:
             # Also on Ctrl-C: the summary the interrupt carries is this object.
             summary.computed, summary.reused, summary.tokens = cached.computed, cached.reused, cached.tokens
+            summary.actors = embedding.step.actors
         out.finish()
+    if slice_ is not None:
+        records.write_sidecar(output, embedder=vocab.fingerprint)
+    else:
+        discard_sidecar(output)  # a shard's sidecar left from an earlier run would now describe another file
     summary.seconds = time.perf_counter() - start
     return summary

@@ -7,12 +7,13 @@ import hashlib
 import os
 import sqlite3
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
 from ..errors import OutputError
 from .default_model import cache_dir
+from .embedding_step import Embedding, Job
 
 # Commits are batched: one fsync per this many new vectors (a killed run loses at most these).
 _COMMIT_EVERY = 64
@@ -65,24 +66,50 @@ class EmbeddingCache:
         self.close()
 
 
-class CachedEmbedder:
-    """An Embedder behind the cache: the vector of a conversation, computed only when the cache lacks it."""
+class CachedEmbeddings:
+    """Vectors of conversations, in order: from the cache where it holds them, else computed by the embedding's
+    step (this process, or Ray actors that may run ahead) and stored in the cache here, as they arrive, so that
+    whatever computes them, a rerun finds them."""
 
-    def __init__(self, embedder, cache: EmbeddingCache):
-        self.embedder = embedder
+    def __init__(self, embedding: Embedding, cache: EmbeddingCache):
+        self.embedding = embedding
         self.cache = cache
         self.computed = 0
         self.reused = 0
         self.tokens = 0  # tokens of the conversations computed
+        self.ahead = 0  # computed ahead of a consumer that stopped early (see finish)
+
+    def jobs(self, conversations: Iterable[Sequence[tuple[str, str]] | None],
+             count: int | None = None) -> Iterator[Job]:
+        """One job per conversation ((instruction, response) turns; None: a record that cannot be embedded, whose
+        vector is a row of NaN), in order, each with its vector. `count`: how many conversations, where known."""
+        for job in self.embedding.step.map(map(self._job, conversations), count):
+            self._count(job)
+            yield job
 
     def vector(self, turns: Sequence[tuple[str, str]]) -> np.ndarray:
-        ids = self.embedder.ids(turns)
+        return next(self.jobs([turns])).vector
+
+    def finish(self) -> None:
+        """The consumer stopped: what the step computed ahead goes into the cache too (a rerun with a larger budget
+        finds it), counted in `ahead`."""
+        for job in self.embedding.step.drain():
+            if job.computed:
+                self._count(job)
+                self.ahead += 1
+
+    def _job(self, turns: Sequence[tuple[str, str]] | None) -> Job:
+        vocab = self.embedding.vocab
+        if turns is None:
+            return Job(None, np.full(vocab.n_embd, np.nan, dtype=np.float32))
+        ids = vocab.ids(turns)
         vector = self.cache.get(ids)
-        if vector is not None and len(vector) == self.embedder.n_embd:
+        return Job(ids, vector if vector is not None and len(vector) == vocab.n_embd else None)
+
+    def _count(self, job: Job) -> None:
+        if job.computed:
+            self.cache.put(job.ids, job.vector)
+            self.computed += 1
+            self.tokens += len(job.ids)
+        elif job.ids is not None:
             self.reused += 1
-            return vector
-        vector = self.embedder.embed_ids(ids)
-        self.cache.put(ids, vector)
-        self.computed += 1
-        self.tokens += len(ids)
-        return vector

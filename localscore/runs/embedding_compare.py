@@ -177,11 +177,13 @@ def _kind(path: str | os.PathLike, label: str) -> str:
 def _model_vectors(path: str | os.PathLike, chosen: Sequence[Record], threads: int | None, kernels: str,
                    cache_path: str | os.PathLike | None, progress: Progress | None) -> np.ndarray:
     from ..llama.embedder import Embedder  # loads llama.cpp, which comparing two .npy files does not need
-    from .embedding_cache import CachedEmbedder, EmbeddingCache
+    from .embedding_cache import CachedEmbeddings, EmbeddingCache
+    from .embedding_step import Embedding, LocalStep
+
     report = progress or silent
     with Embedder.from_path(path, threads=threads, kernels=kernels) as embedder, \
             EmbeddingCache(embedder.fingerprint, cache_path) as cache:
-        cached = CachedEmbedder(embedder, cache)
+        cached = CachedEmbeddings(Embedding(embedder, LocalStep(embedder)), cache)
         nan_row = np.full(embedder.n_embd, np.nan, dtype=np.float32)
         rows = []
         report(0, len(chosen), 0)

@@ -1,10 +1,12 @@
-"""Score on a Ray cluster: the same run as one process (reader, resumable writer in input order, summary, strict
-check, shards: score.run_scoring), with the scoring step done by a pool of Ray actors that each hold one loaded
-model. The driver reads the input through the reader and hands the actors blocks of records, a bounded number at
-a time, so memory stays bounded whatever the input's size and form."""
+"""Runs on a Ray cluster: scoring (the same run as one process: reader, resumable writer in input order, summary,
+strict check, shards: score.run_scoring) and embedding (embedding_step.EmbedStep: `embed`, and `select`'s lazy
+walk), with the work done by a pool of Ray actors that each hold one loaded model. The driver reads the input and
+hands the actors blocks of work, a bounded number at a time, so memory stays bounded whatever the input's size and
+form, and writes every result itself, in input order."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import math
@@ -14,31 +16,40 @@ import socket
 import sys
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import TypeVar
+
+import numpy as np
 
 from ..deita.templates import TEMPLATES
 from ..errors import InputError, LocalscoreError, ModelError
 from ..extras import require
 from ..forms.records import Record, Records
 from .batch import Scored, score_records
+from .embedding_step import Job
 from .progress import Progress
 from .score import Summary, run_scoring
 
+B = TypeVar("B")
 # Each actor gets at least this many blocks, so that the last one to finish runs little past the others, and
 # at most this many records per block, so that no call runs for hours; blocks of an input of unknown length
 # (a hub dataset streamed) have the unknown size.
 BLOCKS_PER_ACTOR = 4
 MAX_BLOCK_ROWS = 256
 UNKNOWN_COUNT_BLOCK_ROWS = 32
-# Blocks queued per actor: one being scored, one waiting, so an actor never idles between blocks.
+# Blocks queued per actor: one being worked on, one waiting, so an actor never idles between blocks. The lazy
+# walk sends blocks of one, so this is also how far it runs ahead: at most this many conversations per actor are
+# embedded and then never examined.
 QUEUED_PER_ACTOR = 2
+# Blocks read ahead in all, the ready ones (nothing to send: all cached) included.
+MAX_PENDING_BLOCKS = 1024
 
 
 @dataclass
 class ActorStats:
-    """What one actor did: records and prompt tokens scored, the wall and CPU seconds spent scoring them (CPU time
-    tells a slow node from a busy one), its peak memory."""
+    """What one actor did: records (scored, or embedded) and their tokens, the wall and CPU seconds spent on them
+    (CPU time tells a slow node from a busy one), its peak memory."""
 
     records: int = 0
     tokens: int = 0
@@ -48,7 +59,7 @@ class ActorStats:
 
     def line(self, name: str) -> str:
         tps = self.tokens / self.seconds if self.seconds > 0 else 0.0
-        return (f"actor {name}: {self.records:,} records, {self.tokens:,} tokens in {self.seconds:.1f} s of scoring, "
+        return (f"actor {name}: {self.records:,} records, {self.tokens:,} tokens in {self.seconds:.1f} s of work, "
                 f"{tps:,.0f} tokens/s, peak RSS {self.peak_rss_mb:,.0f} MB")
 
 
@@ -72,19 +83,20 @@ def score_on_ray(input_path: str | os.PathLike, output: str | os.PathLike | None
     `actors` actors each load `model_path` (a path every node can read; None: each node's default-model cache)
     and reserve `threads` CPUs, which is also llama.cpp's thread count.
     """
-    ray = _import_ray()
     if scorer not in TEMPLATES:
         raise InputError(f"unknown scorer {scorer!r}; choose {' or '.join(TEMPLATES)}")
-    if actors < 1 or threads < 1:
-        raise InputError(f"actors and threads must be at least 1, got {actors} and {threads}")
-    if not ray.is_initialized():
-        ray.init(logging_level=logging.INFO if verbose else logging.WARNING)
+    ray = _connect(verbose, actors, threads)
     summary = RaySummary()
-    pool = _ActorPool(ray, actors, threads, summary,
+    pool = _ActorPool(ray, _ScoreActor, actors, threads, summary.actors,
                       dict(model_path=model_path, scorer=scorer, threads=threads, ctx=ctx, too_long=too_long,
                            pack=pack, verbose=verbose))
+
+    def step(records: Records) -> Iterator[Scored]:
+        for _, results in pool.map(_blocks(records, _block_rows(records.count, actors)), list):
+            yield from results
+
     try:
-        run_scoring(input_path, output, TEMPLATES[scorer], pool.score, summary, resume=resume, strict=strict,
+        run_scoring(input_path, output, TEMPLATES[scorer], step, summary, resume=resume, strict=strict,
                     progress=progress, split=split, config=config, shard=shard)
     finally:
         pool.close()
@@ -92,88 +104,191 @@ def score_on_ray(input_path: str | os.PathLike, output: str | os.PathLike | None
 
 
 class _ActorPool:
-    """The scoring step on Ray: blocks of records to the actors, their results back in input order."""
+    """Ray actors of one kind (`actor_class`, each holding one loaded model) doing blocks of work: each block's
+    results come back in block order, with at most QUEUED_PER_ACTOR blocks per actor in flight. A block with
+    nothing to send is ready at once, in its place."""
 
-    def __init__(self, ray, size: int, threads: int, summary: RaySummary, options: dict):
+    def __init__(self, ray, actor_class: type, size: int, threads: int, stats: dict[str, ActorStats], options: dict):
         self._ray = ray
+        self._actor_class = actor_class
         self._size = size
         self._threads = threads
-        self._summary = summary
+        self._stats = stats
         self._options = options
         self._actors: list = []
+        self._pending: deque = deque()  # (block, result ref or None, actor index), in block order
+        self._queued: list[int] = []
 
-    def score(self, records: Records) -> Iterator[Scored]:
-        # The actors start only now, once the input is open and the output checked: a bad one costs no model load.
-        actor = self._ray.remote(num_cpus=self._threads)(_ScoreActor)
-        self._actors = [actor.remote(**self._options) for _ in range(self._size)]
-        blocks = _blocks(records, _block_rows(records.count, self._size))
-        pending: deque = deque()  # (result ref, actor index), in input order
-        queued = [0] * self._size
+    def map(self, blocks: Iterator[B], payload: Callable[[B], list]) -> Iterator[tuple[B, list]]:
+        """(block, results of `payload(block)` from an actor) for each block, in order."""
+        if not self._actors:
+            # The actors start only now, once the input is open and the output checked: a bad one costs no load.
+            actor = self._ray.remote(num_cpus=self._threads)(self._actor_class)
+            self._actors = [actor.remote(**self._options) for _ in range(self._size)]
+            self._queued = [0] * self._size
+        self._fill(blocks, payload)
+        while self._pending:
+            block, ref, index = self._pending.popleft()
+            results = self._get(ref, index)
+            self._fill(blocks, payload)
+            yield block, results
 
-        def submit(block: list[Record]) -> None:
-            index = min(range(self._size), key=queued.__getitem__)
-            pending.append((self._actors[index].score.remote(block), index))
-            queued[index] += 1
+    def drain(self) -> list[tuple[B, list]]:
+        """Wait for the blocks in flight that `map` did not yield, and return them with their results."""
+        drained = []
+        while self._pending:
+            block, ref, index = self._pending.popleft()
+            drained.append((block, self._get(ref, index)))
+        return drained
 
-        for block in itertools.islice(blocks, QUEUED_PER_ACTOR * self._size):
-            submit(block)
-        while pending:
-            ref, index = pending.popleft()
-            failure, results = self._ray.get(ref)
-            queued[index] -= 1
-            if failure is not None:
-                raise ModelError(failure[0], options=failure[1])
+    def _fill(self, blocks: Iterator[B], payload: Callable[[B], list]) -> None:
+        # Blocks that are ready at once (nothing to send) are read ahead too, up to a bound, so a long stretch of
+        # them never keeps the actors waiting.
+        while sum(self._queued) < QUEUED_PER_ACTOR * self._size and len(self._pending) < MAX_PENDING_BLOCKS:
             block = next(blocks, None)
-            if block is not None:
-                submit(block)
-            for scored, info in results:
-                self._count(info)
-                yield scored
+            if block is None:
+                return
+            work = payload(block)
+            if not work:
+                self._pending.append((block, None, None))
+                continue
+            index = min(range(self._size), key=self._queued.__getitem__)
+            self._pending.append((block, self._actors[index].work.remote(work), index))
+            self._queued[index] += 1
 
-    def _count(self, info: dict) -> None:
-        stats = self._summary.actors.setdefault(info["actor"], ActorStats())
-        stats.records += 1
-        stats.tokens += info["tokens"]
-        stats.seconds += info["seconds"]
-        stats.cpu_seconds += info["cpu_seconds"]
-        stats.peak_rss_mb = max(stats.peak_rss_mb, info["rss_mb"])
+    def _get(self, ref, index: int | None) -> list:
+        if ref is None:
+            return []
+        failure, results = self._ray.get(ref)
+        self._queued[index] -= 1
+        if failure is not None:
+            raise ModelError(failure[0], options=failure[1])
+        values = []
+        for value, info in results:
+            stats = self._stats.setdefault(info["actor"], ActorStats())
+            stats.records += 1
+            stats.tokens += info["tokens"]
+            stats.seconds += info["seconds"]
+            stats.cpu_seconds += info["cpu_seconds"]
+            stats.peak_rss_mb = max(stats.peak_rss_mb, info["rss_mb"])
+            values.append(value)
+        return values
 
     def close(self) -> None:
         for actor in self._actors:
             self._ray.kill(actor)
         self._actors = []
+        self._pending.clear()
 
 
-class _ScoreActor:
-    """One Ray actor: one loaded model; blocks of records in, their Scored results out, in order."""
+class _Actor:
+    """One Ray actor: one loaded model; a list of work items in, their results out, in order, each with what it
+    cost. A model the actor cannot load is reported with the first call, as the one-line error it is."""
 
-    def __init__(self, model_path: str | os.PathLike | None, scorer: str, threads: int, ctx: int | None,
-                 too_long: str, pack: int, verbose: bool):
-        from ..llama.scorer import Scorer
-        from .default_model import default_model
-
+    def __init__(self, **options):
         self.name = f"{socket.gethostname()}:{os.getpid()}"
         self.failure: tuple[str, tuple[str, ...]] | None = None
         try:
-            model = model_path or default_model(scorer)
-            self.scorer = Scorer.from_path(model, scorer, ctx=ctx, threads=threads, too_long=too_long, pack=pack,
-                                           verbose=verbose)
+            self._load(**options)
         except LocalscoreError as e:
             # Ray wraps what an actor raises in its own error; the reason travels as data, and the driver raises
             # it as the one-line error it is.
             self.failure = (f"on {socket.gethostname()}: {e.template}", e.options)
 
-    def score(self, records: list[Record]) -> tuple[tuple[str, tuple[str, ...]] | None, list[tuple[Scored, dict]]]:
+    def _load(self, **options) -> None:
+        raise NotImplementedError
+
+    def _results(self, items: list) -> Iterator[tuple[object, int]]:
+        """Each item's result and the tokens it took."""
+        raise NotImplementedError
+
+    def work(self, items: list) -> tuple[tuple[str, tuple[str, ...]] | None, list[tuple[object, dict]]]:
         if self.failure is not None:
             return self.failure, []
         results = []
         clock, cpu = time.perf_counter(), time.process_time()
-        for scored in score_records(self.scorer, records):
+        for value, tokens in self._results(items):
             now, now_cpu = time.perf_counter(), time.process_time()
-            results.append((scored, {"actor": self.name, "tokens": scored.tokens, "seconds": now - clock,
-                                     "cpu_seconds": now_cpu - cpu, "rss_mb": _peak_rss_mb()}))
+            results.append((value, {"actor": self.name, "tokens": tokens, "seconds": now - clock,
+                                    "cpu_seconds": now_cpu - cpu, "rss_mb": _peak_rss_mb()}))
             clock, cpu = now, now_cpu
         return None, results
+
+
+class _ScoreActor(_Actor):
+    """Blocks of records in, their Scored results out."""
+
+    def _load(self, model_path: str | os.PathLike | None, scorer: str, threads: int, ctx: int | None,
+              too_long: str, pack: int, verbose: bool) -> None:
+        from ..llama.scorer import Scorer
+        from .default_model import default_model
+
+        model = model_path or default_model(scorer)
+        self.scorer = Scorer.from_path(model, scorer, ctx=ctx, threads=threads, too_long=too_long, pack=pack,
+                                       verbose=verbose)
+
+    def _results(self, records: list[Record]) -> Iterator[tuple[Scored, int]]:
+        for scored in score_records(self.scorer, records):
+            yield scored, scored.tokens
+
+
+class _EmbedActor(_Actor):
+    """Token id lists in, their embeddings out."""
+
+    def _load(self, model_path: str | os.PathLike, threads: int, verbose: bool) -> None:
+        from ..llama.embedder import Embedder
+
+        self.embedder = Embedder.from_path(model_path, threads=threads, verbose=verbose)
+
+    def _results(self, ids_lists: list[list[int]]) -> Iterator[tuple[np.ndarray, int]]:
+        for ids in ids_lists:
+            yield self.embedder.embed_ids(ids), len(ids)
+
+
+class RayEmbedStep:
+    """The embedding step (embedding_step.EmbedStep) on Ray actors: blocks of jobs go to the actors, the vectors
+    come back in job order, and only jobs without a vector are sent."""
+
+    def __init__(self, pool: _ActorPool, actors: dict[str, ActorStats], block: int | None, size: int):
+        self._pool = pool
+        self.actors = actors
+        self._block = block
+        self._size = size
+
+    def map(self, jobs: Iterable[Job], count: int | None = None) -> Iterator[Job]:
+        rows = self._block or _block_rows(count, self._size)
+        for block, vectors in self._pool.map(_blocks(iter(jobs), rows), _to_compute):
+            yield from _filled(block, vectors)
+
+    def drain(self) -> list[Job]:
+        return [job for block, vectors in self._pool.drain() for job in _filled(block, vectors)]
+
+
+def _to_compute(block: list[Job]) -> list[list[int]]:
+    return [job.ids for job in block if job.vector is None]
+
+
+def _filled(block: list[Job], vectors: list[np.ndarray]) -> list[Job]:
+    computed = iter(vectors)
+    for job in block:
+        if job.vector is None:
+            job.vector, job.computed = next(computed), True
+    return block
+
+
+@contextlib.contextmanager
+def ray_embed_step(model_path: str | os.PathLike, *, actors: int, threads: int, verbose: bool,
+                   block: int | None) -> Iterator[RayEmbedStep]:
+    """Embedding by `actors` Ray actors that each load `model_path` (a path every node can read) with `threads`
+    threads, on the cluster this process is connected to, or the one `RAY_ADDRESS` names, or a new local one."""
+    ray = _connect(verbose, actors, threads)
+    stats: dict[str, ActorStats] = {}
+    pool = _ActorPool(ray, _EmbedActor, actors, threads, stats,
+                      dict(model_path=os.fspath(model_path), threads=threads, verbose=verbose))
+    try:
+        yield RayEmbedStep(pool, stats, block, actors)
+    finally:
+        pool.close()
 
 
 def _block_rows(count: int | None, actors: int) -> int:
@@ -187,8 +302,14 @@ def _blocks(records: Records, rows: int) -> Iterator[list[Record]]:
         yield block
 
 
-def _import_ray():
-    return require("ray", "ray", "scoring on Ray")
+def _connect(verbose: bool, actors: int, threads: int):
+    """Ray, connected to a cluster (see score_on_ray)."""
+    ray = require("ray", "ray", "running on Ray")
+    if actors < 1 or threads < 1:
+        raise InputError(f"actors and threads must be at least 1, got {actors} and {threads}")
+    if not ray.is_initialized():
+        ray.init(logging_level=logging.INFO if verbose else logging.WARNING)
+    return ray
 
 
 def _peak_rss_mb() -> float:

@@ -116,7 +116,7 @@ def run_scoring(source: str | os.PathLike | BinaryIO, output: str | os.PathLike 
                               f"{{resume}} to continue {output}", summary, options=["resume"]) from None
         writer.finish()
     if slice_ is not None:
-        records.write_sidecar(output, template.name)
+        records.write_sidecar(output, scorer=template.name)
     elif output is not None:
         discard_sidecar(output)  # a shard's sidecar left from an earlier run would now describe another file
     summary.seconds = time.perf_counter() - start

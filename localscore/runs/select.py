@@ -6,8 +6,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
 
@@ -20,7 +19,11 @@ from ..forms.reader import read_records
 from ..forms.records import Record
 from ..forms.writers import open_writer
 from .embed import turns_of
+from .embedding_step import Embedding
 from .progress import Progress, silent
+
+if TYPE_CHECKING:
+    from .ray import ActorStats
 
 
 @dataclass
@@ -33,28 +36,36 @@ class SelectSummary:
     selected: int = 0
     computed: int = 0  # embeddings computed (lazy selection); the rest came from the cache or a file
     reused: int = 0
+    ahead: int = 0  # of those computed, embedded ahead of the walk (on Ray) but never examined; cached
     seconds: float = 0.0
+    actors: dict[str, ActorStats] = field(default_factory=dict)  # on Ray: "host:pid" -> its work
 
     def line(self) -> str:
         skipped = [f"{self.unscored:,} without scores"] if self.unscored else []
         skipped += [f"{count:,} with {reason}s" for reason, count in self.unusable.items()]
         skipped_part = f" ({', '.join(skipped)} skipped)" if skipped else ""
+        ahead = f" ({self.ahead:,} of them ahead of the walk, never examined)" if self.ahead else ""
         return (f"{self.selected:,} selected from {self.records:,} records{skipped_part} in {self.seconds:.1f} s: "
                 f"{self.examined:,} examined, {self.rejected:,} rejected as near-duplicates; "
-                f"{self.computed:,} embedded, {self.reused:,} from the cache")
+                f"{self.computed:,} embedded{ahead}, {self.reused:,} from the cache")
+
+    def lines(self) -> list[str]:
+        """The summary as shown at the end of a run."""
+        return [*(actor.line(name) for name, actor in self.actors.items()), self.line()]
 
 
 def select_file(source: str | os.PathLike | BinaryIO, output: str | os.PathLike | None, *, budget: int,
                 threshold: float = 0.9, model: str | os.PathLike | None = None,
                 embeddings: str | os.PathLike | None = None, split: str = "train", config: str | None = None,
                 threads: int | None = None, n_gpu_layers: int | None = None, kernels: str = "auto",
-                verbose: bool = False,
+                ray: bool = False, actors: int = 1, verbose: bool = False,
                 cache_path: str | os.PathLike | None = None, progress: Progress | None = None) -> SelectSummary:
     """Write the selected records of `source` to `output` (None: stdout), best first, each with its evol score
     and its cosine similarity to the most similar record kept before it. Embeddings come from `embeddings`
     (one row per input record, from `localscore embed`) or are computed with the embedder GGUF `model` only for
-    the records the walk examines; `progress` is called with the embeddings computed or reused, None and the
-    tokens. `source` is any input reader.read_records reads (`split` and `config`
+    the records the walk examines: here, or with `ray` by `actors` Ray actors that embed the next candidates in
+    score order ahead of the walk (the picks are the same). `progress` is called with the embeddings computed or
+    reused, None and the tokens. `source` is any input reader.read_records reads (`split` and `config`
     choose the part of a hub dataset or saved DatasetDict)."""
     if (model is None) == (embeddings is None):
         raise InputError("give the embedder ({model}) or precomputed embeddings ({embeddings}), one of the two",
@@ -74,8 +85,12 @@ def select_file(source: str | os.PathLike | BinaryIO, output: str | os.PathLike 
     if embeddings is not None:
         selection = diversity_filter(order, read_embeddings(embeddings, len(records)), budget, threshold)
     else:
-        selection = _lazy_selection(records, order, model, budget, threshold, threads, n_gpu_layers, kernels,
-                                    verbose, cache_path, progress, summary)
+        from .embedding_step import open_embedding
+
+        # On Ray, blocks of one conversation: the actors run QUEUED_PER_ACTOR conversations each ahead of the walk.
+        with open_embedding(model, threads=threads, n_gpu_layers=n_gpu_layers, kernels=kernels, verbose=verbose,
+                            ray=ray, actors=actors, block=1) as embedding:
+            selection = _lazy_selection(records, order, embedding, budget, threshold, cache_path, progress, summary)
     summary.examined, summary.rejected = selection.examined, selection.rejected
     summary.selected = len(selection.indices)
     for _, reason in selection.skipped:
@@ -98,38 +113,39 @@ def record_evol_score(record: Record) -> float:
     return evol_score(record.data, record.number)
 
 
-def _lazy_selection(records: list[Record], order: np.ndarray, model: str | os.PathLike, budget: int,
-                    threshold: float, threads: int | None, n_gpu_layers: int | None, kernels: str,
-                    verbose: bool,
+def _lazy_selection(records: list[Record], order: np.ndarray, embedding: Embedding, budget: int, threshold: float,
                     cache_path: str | os.PathLike | None, progress: Progress | None, summary: SelectSummary):
-    from ..llama.embedder import Embedder
-    from .embedding_cache import CachedEmbedder, EmbeddingCache
+    """Deita's walk, embedding each candidate when the walk reaches it (or, on Ray, a little before): the
+    candidates' vectors come from one stream in score order, which the walk consumes in order."""
+    from .embedding_cache import CachedEmbeddings, EmbeddingCache
 
     report = progress or silent
     report(0, None, 0)
-    with Embedder.from_path(Path(model), threads=threads, n_gpu_layers=n_gpu_layers, kernels=kernels,
-                            verbose=verbose) as embedder, \
-            EmbeddingCache(embedder.fingerprint, cache_path) as cache:
-        cached = CachedEmbedder(embedder, cache)
+    with EmbeddingCache(embedding.vocab.fingerprint, cache_path) as cache:
+        cached = CachedEmbeddings(embedding, cache)
+        stream = cached.jobs(turns_of(records[index]) for index in order)  # a NaN row where there are no turns
+        position = 0
 
         def vectors(indices: np.ndarray) -> np.ndarray:
+            nonlocal position
+            assert np.array_equal(indices, order[position:position + len(indices)]), "the walk left score order"
+            position += len(indices)
             rows = []
-            for index in indices:
-                record = records[index]
-                turns = turns_of(record)
-                if turns is None:  # as `embed` writes it: a NaN row, which the walk skips and counts
-                    rows.append(np.full(embedder.n_embd, np.nan, dtype=np.float32))
-                    continue
-                rows.append(cached.vector(turns))
+            for _ in indices:
+                rows.append(next(stream).vector)
                 report(cached.computed + cached.reused, None, cached.tokens)
             return np.stack(rows)
 
         try:
-            return diversity_filter(order, vectors, budget, threshold)
+            selection = diversity_filter(order, vectors, budget, threshold)
+            stream.close()
+            cached.finish()
+            return selection
         except KeyboardInterrupt:
             from .score import Interrupted
 
             raise Interrupted("interrupted; the embeddings computed so far are cached, so running the same "
                               "command again continues from there", summary) from None
         finally:
-            summary.computed, summary.reused = cached.computed, cached.reused
+            summary.computed, summary.reused, summary.ahead = cached.computed, cached.reused, cached.ahead
+            summary.actors = embedding.step.actors

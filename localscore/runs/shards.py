@@ -1,8 +1,9 @@
-"""Shards for job arrays (SLURM, Kubernetes): `shard="I/N"` scores every N-th record from the I-th (0-based), round
-robin, so long and short records spread evenly and nothing needs counting up front. Each shard's output gets a
-sidecar `OUT.shard.json`: its slice, the number of records in the whole input, a digest of the whole input and the
-scorer. `merge_shards` checks the sidecars (every shard once, one input, one scorer) and the row counts, and
-interleaves the outputs back into exactly the single run's output."""
+"""Shards for job arrays (SLURM, Kubernetes): `shard="I/N"` scores (or embeds) every N-th record from the I-th
+(0-based), round robin, so long and short records spread evenly and nothing needs counting up front. Each shard's
+output gets a sidecar `OUT.shard.json`: its slice, the number of records in the whole input, a digest of the whole
+input and the scorer (or the embedder's fingerprint). `merge_shards` checks the sidecars (every shard once, one
+input, one scorer or embedder) and the row counts, and interleaves the outputs back into exactly the single run's
+output: records for scores, `.npy` rows for embeddings."""
 
 from __future__ import annotations
 
@@ -14,13 +15,18 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from ..errors import InputError, OutputError
 from ..forms.durable import write_file
+from ..forms.embeddings_file import DTYPE, EmbeddingsWriter, read_embeddings
 from ..forms.output import output_target
 from ..forms.records import Record, Records
 from ..forms.writers import open_writer
 
 _SPEC = re.compile(r"(\d+)/(\d+)")
+# Rows of merged embeddings built in memory at a time (~16 MB at 7B width).
+_MERGE_ROWS = 1024
 SIDECAR_SUFFIX = ".shard.json"
 
 
@@ -62,10 +68,13 @@ class ShardRecords(Records):
             if (self.total - 1) % self._shard.count == self._shard.index:
                 yield record
 
-    def write_sidecar(self, output: str | os.PathLike, scorer: str) -> None:
-        """Record, next to the finished `output`, what merge_shards checks. Call once every record was read."""
+    def write_sidecar(self, output: str | os.PathLike, *, scorer: str | None = None,
+                      embedder: str | None = None) -> None:
+        """Record, next to the finished `output`, what merge_shards checks: what made it (the `scorer`'s name, or
+        the `embedder`'s fingerprint). Call once every record was read."""
+        made_by = {"scorer": scorer} if scorer is not None else {"embedder": embedder}
         info = {"shard": self._shard.index, "shards": self._shard.count, "records": self.total,
-                "input": self._digest.hexdigest(), "scorer": scorer}
+                "input": self._digest.hexdigest(), **made_by}
         write_file(_sidecar(output), (json.dumps(info) + "\n").encode())
 
 
@@ -75,7 +84,12 @@ class _Sidecar:
     shards: int
     records: int
     input: str
-    scorer: str
+    scorer: str | None = None  # a scoring shard's scorer
+    embedder: str | None = None  # an embedding shard's embedder fingerprint
+
+    def run(self) -> tuple:
+        """What every shard of one run shares."""
+        return self.shards, self.records, self.input, self.scorer, self.embedder
 
 
 def merge_shards(outputs: list[str | os.PathLike], output: str | os.PathLike) -> int:
@@ -89,10 +103,9 @@ def merge_shards(outputs: list[str | os.PathLike], output: str | os.PathLike) ->
         info = _read_sidecar(path)
         if first is None:
             first = (path, info)
-        elif (info.shards, info.records, info.input, info.scorer) != (first[1].shards, first[1].records,
-                                                                      first[1].input, first[1].scorer):
-            raise InputError(f"{path} is a shard of another input, split or scorer than {first[0]}; merge the "
-                             "shards of one run")
+        elif info.run() != first[1].run():
+            raise InputError(f"{path} is a shard of another input, split, scorer or embedder than {first[0]}; merge "
+                             "the shards of one run")
         if info.shard in shards:
             raise InputError(f"shard {info.shard}/{info.shards} is given twice: {shards[info.shard]} and {path}")
         shards[info.shard] = path
@@ -105,17 +118,39 @@ def merge_shards(outputs: list[str | os.PathLike], output: str | os.PathLike) ->
     if any(output_target(output).path == output_target(path).path for path in shards.values()):
         raise OutputError(f"output {os.fspath(output)} is one of the shard outputs; give another file")
     paths = [shards[i] for i in range(count)]
+    embeddings = first[1].embedder is not None
     for index, path in enumerate(paths):
-        expected, got = len(range(index, total, count)), _count_rows(path)
+        expected = len(range(index, total, count))
+        got = len(read_embeddings(path)) if embeddings else _count_rows(path)
         if got != expected:
             raise InputError(f"{path} has {got:,} results but shard {index}/{count} of {total:,} records has "
                              f"{expected:,}: it is incomplete or was changed; rerun that shard")
+    if embeddings:
+        _merge_embeddings(paths, output, total)
+        return total
     readers = [_rows(path) for path in paths]
     with open_writer(output, schema=_common_schema(paths)) as writer:
         for number in range(total):
             writer.write(next(readers[number % count]))
         writer.finish()
     return total
+
+
+def _merge_embeddings(paths: list[Path], output: str | os.PathLike, total: int) -> None:
+    """Row n of the merged `.npy` is row n // N of shard n % N; written a bounded block of rows at a time."""
+    shards = [read_embeddings(path) for path in paths]
+    count, dim = len(shards), shards[0].shape[1]
+    if any(shard.shape[1] != dim for shard in shards):
+        raise InputError("the embedding shards have different widths: merge the shards of one run")
+    step = count * max(1, _MERGE_ROWS // count)  # a multiple of N: every block starts at shard 0
+    with EmbeddingsWriter(output, dim) as writer:
+        for start in range(0, total, step):
+            block = np.empty((min(step, total - start), dim), dtype=DTYPE)
+            for index, shard in enumerate(shards):
+                rows = block[index::count]
+                rows[:] = shard[start // count:start // count + len(rows)]
+            writer.write(block)
+        writer.finish()
 
 
 def discard_sidecar(output: str | os.PathLike) -> None:
