@@ -77,11 +77,12 @@ def worker(model: str, pairs: str, out: str, actors: int, threads: int) -> None:
                       "actors": {name: vars(stats) for name, stats in summary.actors.items()}, "scores": scores}))
 
 
-def run(cmd: list[str]) -> tuple[float, float, float, str, str]:
-    """Wall seconds, CPU seconds, peak RSS in MB (this child alone, via wait4), stdout, stderr."""
+def run(cmd: list[str], env: dict | None = None) -> tuple[float, float, float, str, str]:
+    """Wall seconds, CPU seconds, peak RSS in MB (this child alone, via wait4), stdout, stderr; `env` adds to the
+    environment."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         start = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=ENV, cwd=ROOT)
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=ENV | (env or {}), cwd=ROOT)
         _, status, usage = os.wait4(proc.pid, 0)
         seconds = time.perf_counter() - start
         out.seek(0)

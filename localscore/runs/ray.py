@@ -42,8 +42,9 @@ UNKNOWN_COUNT_BLOCK_ROWS = 32
 # walk sends blocks of one, so this is also how far it runs ahead: at most this many conversations per actor are
 # embedded and then never examined.
 QUEUED_PER_ACTOR = 2
-# Blocks read ahead in all, the ready ones (nothing to send: all cached) included.
-MAX_PENDING_BLOCKS = 1024
+# Items (conversations) of ready blocks (nothing to send: all cached) read ahead while a block is in flight: at 7B
+# width, 4096 vectors are 64 MB.
+MAX_READY_ITEMS = 4096
 
 
 @dataclass
@@ -117,6 +118,7 @@ class _ActorPool:
         self._options = options
         self._actors: list = []
         self._pending: deque = deque()  # (block, result ref or None, actor index), in block order
+        self._ready_items = 0
         self._queued: list[int] = []
 
     def map(self, blocks: Iterator[B], payload: Callable[[B], list]) -> Iterator[tuple[B, list]]:
@@ -130,6 +132,8 @@ class _ActorPool:
         while self._pending:
             block, ref, index = self._pending.popleft()
             results = self._get(ref, index)
+            if ref is None:
+                self._ready_items -= len(block)
             self._fill(blocks, payload)
             yield block, results
 
@@ -139,18 +143,20 @@ class _ActorPool:
         while self._pending:
             block, ref, index = self._pending.popleft()
             drained.append((block, self._get(ref, index)))
+        self._ready_items = 0
         return drained
 
     def _fill(self, blocks: Iterator[B], payload: Callable[[B], list]) -> None:
         # Blocks that are ready at once (nothing to send) are read ahead too, up to a bound, so a long stretch of
         # them never keeps the actors waiting.
-        while sum(self._queued) < QUEUED_PER_ACTOR * self._size and len(self._pending) < MAX_PENDING_BLOCKS:
+        while sum(self._queued) < QUEUED_PER_ACTOR * self._size and self._ready_items < MAX_READY_ITEMS:
             block = next(blocks, None)
             if block is None:
                 return
             work = payload(block)
             if not work:
                 self._pending.append((block, None, None))
+                self._ready_items += len(block)
                 continue
             index = min(range(self._size), key=self._queued.__getitem__)
             self._pending.append((block, self._actors[index].work.remote(work), index))
@@ -179,6 +185,7 @@ class _ActorPool:
             self._ray.kill(actor)
         self._actors = []
         self._pending.clear()
+        self._ready_items = 0
 
 
 class _Actor:
