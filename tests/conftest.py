@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -11,6 +14,39 @@ import pytest
 from tests.checkpoints import TINY, write_checkpoint
 
 DATA = Path(__file__).parent / "data"
+# What huggingface_hub and datasets read from the environment once, on import.
+HUB_VARIABLES = ("HF_HUB_OFFLINE", "HF_HUB_CACHE", "HF_DATASETS_CACHE", "HF_HOME")
+_HF_FOLDER = pytest.StashKey[tuple]()  # the session's Hugging Face folder, and the variables as they were
+
+
+def pytest_configure(config):
+    """The session works offline against Hugging Face caches of its own, set before any test module imports
+    huggingface_hub or datasets: hub tests then run in-process (each lays out its own repo ids in `hub_cache`),
+    and no test reads or fills the user's caches. A child process inherits the same environment."""
+    imported = [name for name in ("huggingface_hub", "datasets") if name in sys.modules]
+    if imported:
+        raise pytest.UsageError(f"{', '.join(imported)} imported before tests/conftest.py set the hub environment")
+    folder = Path(tempfile.mkdtemp(prefix="localscore-tests-hf-"))
+    config.stash[_HF_FOLDER] = folder, {name: os.environ.get(name) for name in HUB_VARIABLES}
+    os.environ.update(HF_HUB_OFFLINE="1", HF_HUB_CACHE=str(folder / "hub"),
+                      HF_DATASETS_CACHE=str(folder / "datasets"), HF_HOME=str(folder / "home"))
+
+
+def pytest_unconfigure(config):
+    folder, before = config.stash.get(_HF_FOLDER, (None, {}))
+    for name, value in before.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+    if folder is not None:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def hub_cache() -> Path:
+    """The session's offline Hugging Face hub cache (HF_HUB_CACHE); repo ids are unique across the tests."""
+    return Path(os.environ["HF_HUB_CACHE"])
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -5,7 +5,6 @@ a Parquet-output run killed with SIGKILL resumes to the uninterrupted run's byte
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -15,7 +14,9 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from click.testing import CliRunner
 
+from localscore.cli import cli
 from localscore.errors import InputError, OutputError
 from localscore.forms.writers import open_writer
 from localscore.forms.reader import read_records
@@ -53,7 +54,7 @@ def write_hub_cache(cache: Path, repo_id: str, table, commit: str = "0" * 40) ->
     (repo / "refs" / "main").write_text(commit)
 
 
-def test_every_input_form_gives_the_same_scores(tmp_path, mixed, q8_scorer, model):
+def test_every_input_form_gives_the_same_scores(tmp_path, hub_cache, mixed, q8_scorer, model):
     import datasets
 
     src = tmp_path / "in.jsonl"
@@ -74,14 +75,11 @@ def test_every_input_form_gives_the_same_scores(tmp_path, mixed, q8_scorer, mode
         score_file(source, out, q8_scorer, split=split)
         got[name] = scores(out)
 
-    # huggingface_hub reads HF_HUB_* once, on import: the hub case runs in its own process.
-    write_hub_cache(tmp_path / "hub", "org/instructions", table)
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "hub"),
-           "HF_DATASETS_CACHE": str(tmp_path / "datasets-cache"), "HF_HOME": str(tmp_path / "hf-home")}
-    hub = subprocess.run([sys.executable, "-m", "localscore", "score", "hf://datasets/org/instructions", "-o",
-                          str(tmp_path / "hub.jsonl"), "-m", str(model), "-q"], cwd=ROOT, env=env,
-                         capture_output=True, text=True, timeout=300)
-    assert hub.returncode == 0, hub.stderr
+    # In this process: the session reads the hub offline from `hub_cache` (tests/conftest.py).
+    write_hub_cache(hub_cache, "org/instructions", table)
+    hub = CliRunner().invoke(cli, ["score", "hf://datasets/org/instructions", "-o", str(tmp_path / "hub.jsonl"), "-m",
+                                   str(model), "-q"], catch_exceptions=False)
+    assert hub.exit_code == 0, hub.output
     got["hub"] = scores(tmp_path / "hub.jsonl")
 
     assert all(error is None for _, _, error in got["jsonl"])
@@ -89,9 +87,8 @@ def test_every_input_form_gives_the_same_scores(tmp_path, mixed, q8_scorer, mode
     for name, values in got.items():
         assert values == got["jsonl"], name
 
-    missing = subprocess.run([sys.executable, "-m", "localscore", "score", "hf://datasets/org/other", "-m",
-                              str(model)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert missing.returncode == 1
+    missing = CliRunner().invoke(cli, ["score", "hf://datasets/org/other", "-m", str(model)], catch_exceptions=False)
+    assert missing.exit_code == 1
     assert missing.stderr.splitlines()[-1] == (
         "Error: hub dataset org/other is not in the Hugging Face cache and the hub cannot be reached; run once "
         "with network access, or copy the cache and set HF_HUB_CACHE")

@@ -4,9 +4,6 @@ Parquet files, a datasets save_to_disk folder and a hub dataset from an offline 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,18 +16,19 @@ from localscore.cli import cli
 from tests.test_formats import write_hub_cache
 from tests.test_select import scored
 
-ROOT = Path(__file__).parent.parent
 REPO = "org/scored"
+# ShareGPT records of 1, 2 and 3 turns, 4 of each: a Parquet file of 3 row groups, a folder of 2 files.
+N_RECORDS = 12
 
 
 @pytest.fixture(scope="module")
-def forms(tmp_path_factory) -> dict[str, tuple[str, str | None]]:
-    """name -> (INPUT, what stdin holds or None), plus "hub-cache": the offline hub cache's folder."""
+def forms(tmp_path_factory, hub_cache) -> dict[str, tuple[str, str | None]]:
+    """name -> (INPUT, what stdin holds or None)."""
     import datasets
 
     from tests.conftest import sharegpt_conversations
 
-    records = scored(sharegpt_conversations()[:24], seed=3)
+    records = scored(sharegpt_conversations()[:N_RECORDS], seed=3)
     folder = tmp_path_factory.mktemp("forms")
     src = folder / "in.jsonl"
     src.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
@@ -40,30 +38,22 @@ def forms(tmp_path_factory) -> dict[str, tuple[str, str | None]]:
     for i, start in enumerate(range(0, len(records), 10)):
         pq.write_table(table.slice(start, 10), folder / "parts" / f"part-{i}.parquet")
     datasets.Dataset(table).save_to_disk(str(folder / "saved"))
-    write_hub_cache(folder / "hub", REPO, table)
+    write_hub_cache(hub_cache, REPO, table)
     return {"jsonl": (str(src), None), "stdin": ("-", src.read_text(encoding="utf-8")),
             "parquet": (str(folder / "in.parquet"), None), "folder": (str(folder / "parts"), None),
-            "saved": (str(folder / "saved"), None), "hub": (f"hf://datasets/{REPO}", None),
-            "hub-cache": (str(folder / "hub"), None)}
+            "saved": (str(folder / "saved"), None), "hub": (f"hf://datasets/{REPO}", None)}
 
 
 FORMS = ["jsonl", "stdin", "parquet", "folder", "saved", "hub"]
 
 
-def run(forms: dict, name: str, args: list[str], tmp_path: Path) -> subprocess.CompletedProcess | object:
-    """`localscore COMMAND INPUT ARGS...` on the input form `name`; the hub form in its own process, since
-    huggingface_hub reads HF_HUB_* once, on import."""
+def run(forms: dict, name: str, args: list[str]) -> str:
+    """`localscore COMMAND INPUT ARGS...` on the input form `name`, in this process (the session reads the hub
+    offline from `hub_cache`, tests/conftest.py); returns what it wrote to stdout."""
     source, stdin = forms[name]
     command, *rest = args
-    if name != "hub":
-        result = CliRunner().invoke(cli, [command, source, *rest], input=stdin, catch_exceptions=False)
-        assert result.exit_code == 0, result.output
-        return result.stdout
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": forms["hub-cache"][0],
-           "HF_DATASETS_CACHE": str(tmp_path / "datasets-cache"), "HF_HOME": str(tmp_path / "hf-home")}
-    result = subprocess.run([sys.executable, "-m", "localscore", command, source, *rest], cwd=ROOT, env=env,
-                            capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr
+    result = CliRunner().invoke(cli, [command, source, *rest], input=stdin, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
     return result.stdout
 
 
@@ -74,18 +64,18 @@ def test_embed_reads_every_input_form(forms, embedder_gguf, tmp_path, monkeypatc
         out = tmp_path / f"{name}.npy"
         # A fresh cache for each: every form computes its embeddings, none is read back from another's.
         monkeypatch.setenv("LOCALSCORE_CACHE", str(tmp_path / f"cache-{name}"))
-        run(forms, name, ["embed", "-m", str(embedder_gguf), "-o", str(out), "-q", "-t", "1"], tmp_path)
+        run(forms, name, ["embed", "-m", str(embedder_gguf), "-o", str(out), "-q", "-t", "1"])
         rows[name] = np.load(out)
-    assert rows["jsonl"].shape[0] == 24 and np.isfinite(rows["jsonl"]).all()
+    assert rows["jsonl"].shape[0] == N_RECORDS and np.isfinite(rows["jsonl"]).all()
     for name, got in rows.items():
         np.testing.assert_array_equal(got, rows["jsonl"], err_msg=name)
 
 
 def test_select_reads_every_input_form(forms, embedder_gguf, tmp_path):
     embeddings = tmp_path / "emb.npy"
-    np.save(embeddings, np.random.default_rng(0).normal(size=(24, 16)).astype(np.float32))
+    np.save(embeddings, np.random.default_rng(0).normal(size=(N_RECORDS, 16)).astype(np.float32))
     selected = {name: run(forms, name, ["select", "-k", "8", "--threshold", "0.6", "--embeddings", str(embeddings),
-                                        "-q"], tmp_path)
+                                        "-q"])
                 for name in FORMS}
     assert len(selected["jsonl"].splitlines()) == 8
     for name, got in selected.items():

@@ -242,32 +242,28 @@ def hub_snapshot(cache: Path, repo_id: str, commit: str, files: dict[str, pa.Tab
         (snapshot / "README.md").write_text(readme)
 
 
-def test_hub_dataset_revision_and_config_from_an_offline_cache(tmp_path, gguf_file, q8_scorer, pairs):
+def test_hub_dataset_revision_and_config_from_an_offline_cache(tmp_path, hub_cache, gguf_file, q8_scorer, pairs):
     from localscore.runs.score import score_file
 
     old, new, small, large = (pa.Table.from_pylist([{"instruction": a, "output": b} for a, b in chunk])
                               for chunk in (pairs[0:3], pairs[3:7], pairs[7:9], pairs[9:14]))
-    cache = tmp_path / "hub"
     first, second = "1" * 40, "2" * 40
-    hub_snapshot(cache, "org/data", first, {"data/train-00000-of-00001.parquet": old})
-    hub_snapshot(cache, "org/data", second, {"data/train-00000-of-00001.parquet": new})
-    (cache / "datasets--org--data" / "refs").mkdir()
-    (cache / "datasets--org--data" / "refs" / "main").write_text(second)
+    hub_snapshot(hub_cache, "org/data", first, {"data/train-00000-of-00001.parquet": old})
+    hub_snapshot(hub_cache, "org/data", second, {"data/train-00000-of-00001.parquet": new})
+    (hub_cache / "datasets--org--data" / "refs").mkdir()
+    (hub_cache / "datasets--org--data" / "refs" / "main").write_text(second)
     configs = ("---\nconfigs:\n"
                "- config_name: small\n  data_files:\n  - split: train\n    path: small/*.parquet\n"
                "- config_name: large\n  data_files:\n  - split: train\n    path: large/*.parquet\n---\n")
-    hub_snapshot(cache, "org/configs", first, {"small/part.parquet": small, "large/part.parquet": large}, configs)
-    (cache / "datasets--org--configs" / "refs").mkdir()
-    (cache / "datasets--org--configs" / "refs" / "main").write_text(first)
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(cache),
-           "HF_DATASETS_CACHE": str(tmp_path / "datasets-cache"), "HF_HOME": str(tmp_path / "hf-home")}
+    hub_snapshot(hub_cache, "org/configs", first, {"small/part.parquet": small, "large/part.parquet": large}, configs)
+    (hub_cache / "datasets--org--configs" / "refs").mkdir()
+    (hub_cache / "datasets--org--configs" / "refs" / "main").write_text(first)
 
     def score(source: str, *extra: str) -> list[dict]:
         out = tmp_path / "out.jsonl"
-        # huggingface_hub reads HF_HUB_* once, on import: each run is its own process.
-        done = subprocess.run(localscore("score", source, "-m", gguf_file("q8_0"), "-o", out, "-q", *extra), cwd=ROOT,
-                              env=env, capture_output=True, text=True, timeout=300)
-        assert done.returncode == 0, done.stderr
+        # In this process: the session reads the hub offline from `hub_cache` (tests/conftest.py).
+        done = run("score", source, "-m", gguf_file("q8_0"), "-o", out, "-q", *extra)
+        assert done.exit_code == 0, done.output
         return [json.loads(line) for line in out.read_text().splitlines()]
 
     def expected(table: pa.Table) -> list[dict]:
@@ -278,10 +274,8 @@ def test_hub_dataset_revision_and_config_from_an_offline_cache(tmp_path, gguf_fi
     assert score("hf://datasets/org/data") == expected(new)
     assert score(f"hf://datasets/org/data@{first}") == expected(old)
     assert score("hf://datasets/org/configs", "--config", "large") == expected(large)
-    other = subprocess.run(localscore("score", "hf://datasets/org/configs", "--config", "medium", "-m",
-                                      gguf_file("q8_0")), cwd=ROOT, env=env, capture_output=True, text=True,
-                           timeout=300)
-    assert other.returncode == 1
+    other = run("score", "hf://datasets/org/configs", "--config", "medium", "-m", gguf_file("q8_0"))
+    assert other.exit_code == 1
     last = other.stderr.splitlines()[-1]
     assert last.startswith("Error: hub dataset org/configs: ") and last.endswith(" (--split, --config)")
     assert "medium" in last and "small" in last and "large" in last
