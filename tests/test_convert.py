@@ -27,6 +27,7 @@ from convert.quantize import FTYPES, quantize
 from convert.tensor import DType
 from localscore.errors import ConversionError
 from tests.checkpoints import TINY, TOKENIZER_MODEL, Shape, config, populate_hub_cache, write_checkpoint
+from tests.gguf_reading import field, tensors
 
 REPO = Path(__file__).parent.parent
 DATA = Path(__file__).parent / "data"
@@ -50,23 +51,6 @@ def expected_shapes(shape: Shape) -> dict[str, tuple[int, ...]]:
     for i in range(shape.layers):
         shapes.update({f"blk.{i}.{name}.weight": s for name, s in per_block.items()})
     return shapes
-
-
-_readers: dict[Path, gguf.GGUFReader] = {}
-
-
-def reader(path: Path) -> gguf.GGUFReader:
-    if path not in _readers:
-        _readers[path] = gguf.GGUFReader(path)
-    return _readers[path]
-
-
-def field(path: Path, key: str):
-    return reader(path).fields[key].contents()
-
-
-def tensors(path: Path) -> dict[str, gguf.ReaderTensor]:
-    return {t.name: t for t in reader(path).tensors}
 
 
 @pytest.fixture(scope="module")

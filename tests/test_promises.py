@@ -26,6 +26,7 @@ from convert import QUANT_TYPES
 from localscore import Scorer
 from localscore.cli import cli
 from tests.conftest import sharegpt_conversations
+from tests.gguf_reading import field
 
 ROOT = Path(__file__).parent.parent
 # Spearman rho of each quantization's scores with f32's on 24 real pairs, measured: f16 1.00, bf16 1.00, q8_0 0.99,
@@ -100,7 +101,7 @@ def f32_scores(gguf_file, pairs) -> np.ndarray:
 @pytest.mark.parametrize("quant", QUANT_TYPES)
 def test_every_quant_type_converts_loads_and_scores(gguf_file, pairs, f32_scores, quant):
     path = gguf_file(quant)
-    file_type = gguf.GGUFReader(path).fields[gguf.Keys.General.FILE_TYPE].contents()
+    file_type = field(path, gguf.Keys.General.FILE_TYPE)  # read once per session (test_convert reads it too)
     assert file_type == {"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16,
                          "bf16": gguf.LlamaFileType.MOSTLY_BF16, "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0,
                          "q6_k": gguf.LlamaFileType.MOSTLY_Q6_K, "q5_k_m": gguf.LlamaFileType.MOSTLY_Q5_K_M,
