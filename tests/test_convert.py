@@ -5,7 +5,6 @@ SentencePiece, one-line errors, Hub repos from an offline cache, and bounded mem
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -392,31 +391,18 @@ def test_params_defaults_and_variants():
 
 # --- Hugging Face Hub ------------------------------------------------------------------------------------------
 
-def test_hub_repo_from_offline_cache(tmp_path, tiny_checkpoint):
-    """A real process: huggingface_hub reads HF_HUB_CACHE and HF_HUB_OFFLINE when it is imported."""
-    hub = tmp_path / "hub"
-    populate_hub_cache(hub, "org/deita-tiny", tiny_checkpoint, commit="a" * 40)
-    code = (
-        "import json, sys\n"
-        "from convert import convert\n"
-        "from localscore.errors import ConversionError\n"
-        "try:\n"
-        "    convert('org/not-cached', 'never.gguf', 'f16')\n"
-        "except ConversionError as e:\n"
-        "    missing = str(e)\n"
-        "print(json.dumps({'path': str(convert('org/deita-tiny', sys.argv[1], 'f16')), 'missing': missing}))\n"
-    )
-    env = {**os.environ, "HF_HUB_CACHE": str(hub), "HF_HUB_OFFLINE": "1"}
-    result = subprocess.run([sys.executable, "-c", code, str(tmp_path / "hub.gguf")], cwd=tmp_path, env=env,
-                            capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr
-    out = json.loads(result.stdout)
-    path = Path(out["path"])
+def test_hub_repo_from_offline_cache(tmp_path, hub_cache, tiny_checkpoint):
+    """In this process: the session reads the hub offline from `hub_cache` (tests/conftest.py)."""
+    populate_hub_cache(hub_cache, "org/deita-tiny", tiny_checkpoint, commit="a" * 40)
+    with pytest.raises(ConversionError) as missing:
+        convert("org/not-cached", tmp_path / "never.gguf", "f16")
+    path = convert("org/deita-tiny", tmp_path / "hub.gguf", "f16")
     assert field(path, K.General.NAME) == "deita-tiny"
     assert field(path, "localscore.source") == "org/deita-tiny@" + "a" * 40
     assert field(path, K.General.SOURCE_URL) == "https://huggingface.co/org/deita-tiny"
-    assert "localscore convert org/not-cached" in out["missing"] and "HF_HUB_OFFLINE" in out["missing"]
-    assert "\n" not in out["missing"] and not (tmp_path / "never.gguf").exists()
+    message = str(missing.value)
+    assert "localscore convert org/not-cached" in message and "HF_HUB_OFFLINE" in message
+    assert "\n" not in message and not (tmp_path / "never.gguf").exists()
 
 
 # --- memory ----------------------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ and `--config`; `select`'s threshold check and Ctrl-C keeping the embedding cach
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -32,6 +33,8 @@ ROOT = Path(__file__).parent.parent
 # Spearman rho of each quantization's scores with f32's on 24 real pairs, measured: f16 1.00, bf16 1.00, q8_0 0.99,
 # q6_k 0.98, q5_k_m 0.98, q4_k_m 0.91 (random weights quantize worse than trained ones); a broken one is near 0.
 QUANT_RANK_AGREEMENT = 0.8
+# Embedded by the tests of `embed` and `select` below: the interrupted runs are stopped once the cache holds 64.
+N_CONVERSATIONS = 80
 
 
 def run(*args: object):
@@ -69,9 +72,9 @@ def cached_vectors(cache: Path) -> int:
 
 @pytest.fixture(scope="module")
 def conversations() -> list[dict]:
-    """100 distinct conversations: more than one commit of the embedding cache (64 vectors), and 100 KiB of
+    """80 distinct conversations: more than one commit of the embedding cache (64 vectors), and 80 KiB of
     embeddings from the tiny embedder, more than the 64 KiB disk below."""
-    return [{"id": i, **record} for i, record in enumerate(sharegpt_conversations()[:100])]
+    return [{"id": i, **record} for i, record in enumerate(sharegpt_conversations()[:N_CONVERSATIONS])]
 
 
 @pytest.fixture(scope="module")
@@ -80,14 +83,25 @@ def embed_input(tmp_path_factory, conversations) -> Path:
 
 
 @pytest.fixture(scope="module")
-def uninterrupted_embeddings(tmp_path_factory, embedder_gguf, embed_input) -> bytes:
+def uninterrupted_embeddings(tmp_path_factory, embedder_gguf, embed_input):
+    """uninterrupted_embeddings() -> the bytes an uninterrupted `embed` writes. A process of its own computes them
+    beside the first test that asks for them (one thread each, so both have a core)."""
     folder = tmp_path_factory.mktemp("embed-reference")
     out = folder / "emb.npy"
-    done = subprocess.run(localscore("embed", embed_input, "-m", embedder_gguf, "-o", out, "-t", "1"), cwd=ROOT,
-                          env={**os.environ, "LOCALSCORE_CACHE": str(folder / "cache")}, capture_output=True,
-                          text=True, timeout=600)
-    assert done.returncode == 0, done.stderr
-    return out.read_bytes()
+    process = subprocess.Popen(localscore("embed", embed_input, "-m", embedder_gguf, "-o", out, "-t", "1"), cwd=ROOT,
+                               env={**os.environ, "LOCALSCORE_CACHE": str(folder / "cache")},
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+    @functools.cache
+    def result() -> bytes:
+        _, stderr = process.communicate(timeout=600)
+        assert process.returncode == 0, stderr
+        return out.read_bytes()
+
+    yield result
+    if process.poll() is None:  # no test waited for it
+        process.kill()
+        process.communicate()
 
 
 # --- every quantization ------------------------------------------------------------------------------------------
@@ -149,13 +163,13 @@ def test_embed_on_a_full_disk_is_one_line_and_the_rerun_computes_only_the_rest(
                            "again (computed embeddings are cached)\n")
     assert not out.exists()
     cached = cached_vectors(tmp_path / "cache" / "embeddings.sqlite")
-    assert 0 < cached < 100
+    assert 0 < cached < N_CONVERSATIONS
 
     tmpfs.grow()
     again = run("embed", embed_input, "-m", embedder_gguf, "-o", out, "-t", "1")
     assert again.exit_code == 0, again.output
-    assert f" {100 - cached} embedded " in again.output and f"{cached} from the cache" in again.output
-    assert out.read_bytes() == uninterrupted_embeddings
+    assert f" {N_CONVERSATIONS - cached} embedded " in again.output and f"{cached} from the cache" in again.output
+    assert out.read_bytes() == uninterrupted_embeddings()
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["kill-9", "ctrl-c"])
@@ -168,15 +182,15 @@ def test_an_interrupted_embed_computes_only_the_missing_rows(tmp_path, embedder_
     process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     stop_when(process, lambda: cached_vectors(cache) >= 64, sig)
     done = cached_vectors(cache)
-    assert 64 <= done < 100, "the run finished before it could be interrupted"
+    assert 64 <= done < N_CONVERSATIONS, "the run finished before it could be interrupted"
     assert not out.exists()
     if sig == signal.SIGINT:
         assert process.returncode == 130
 
     rerun = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stderr
-    assert f" {100 - done} embedded " in rerun.stderr and f"{done} from the cache" in rerun.stderr
-    assert out.read_bytes() == uninterrupted_embeddings
+    assert f" {N_CONVERSATIONS - done} embedded " in rerun.stderr and f"{done} from the cache" in rerun.stderr
+    assert out.read_bytes() == uninterrupted_embeddings()
 
 
 # --- never the input as output ------------------------------------------------------------------------------------
@@ -318,7 +332,7 @@ def test_ctrl_c_in_select_keeps_the_embeddings_computed(tmp_path, embedder_gguf,
     source = write_jsonl(tmp_path / "scored.jsonl", scored)
     cache = tmp_path / "cache" / "embeddings.sqlite"
     env = {**os.environ, "LOCALSCORE_CACHE": str(cache.parent)}
-    command = localscore("select", source, "-k", "100", "--threshold", "0.999", "-m", embedder_gguf, "-t", "1",
+    command = localscore("select", source, "-k", len(scored), "--threshold", "0.999", "-m", embedder_gguf, "-t", "1",
                          "-o", tmp_path / "selected.jsonl")
     process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     stop_when(process, lambda: cached_vectors(cache) >= 64, signal.SIGINT)
