@@ -8,8 +8,8 @@ import sys
 import textwrap
 from pathlib import Path
 
-# Stands in for the converter in each process: slow enough that both processes find the cache empty, and it
-# records every call.
+# Stands in for the converter in each process: it records every call, and it holds the conversion open until the
+# other process says it waits (both logs go to one shared file too), so that both processes find the cache empty.
 STARTER = textwrap.dedent("""
     import sys, time
     from pathlib import Path
@@ -17,26 +17,36 @@ STARTER = textwrap.dedent("""
     import convert
     from localscore.runs.default_model import default_model
 
-    def slow_convert(repo, path, quant, log=None):
-        with open(sys.argv[1], "a") as calls:
-            calls.write(f"{repo} {quant}\\n")
+    calls, shared_log = sys.argv[1:]
+
+    def log(message):
+        print(message, file=sys.stderr)
+        with open(shared_log, "a") as f:
+            f.write(message + "\\n")
+
+    def held_convert(repo, path, quant, log=None):
+        with open(calls, "a") as f:
+            f.write(f"{repo} {quant}\\n")
         partial = Path(str(path) + ".partial")
         partial.write_bytes(b"GGUF" + bytes(1000))
-        time.sleep(3)
+        deadline = time.monotonic() + 60
+        while "waiting for another process" not in Path(shared_log).read_text() and time.monotonic() < deadline:
+            time.sleep(0.01)
         partial.replace(path)
         return path
 
-    convert.convert = slow_convert
-    path = default_model("quality", log=lambda message: print(message, file=sys.stderr))
+    convert.convert = held_convert
+    path = default_model("quality", log=log)
     print(path, len(path.read_bytes()))
 """)
 
 
 def test_processes_starting_at_once_convert_the_default_model_once(tmp_path):
-    calls = tmp_path / "calls.txt"
+    calls, shared_log = tmp_path / "calls.txt", tmp_path / "log.txt"
+    shared_log.touch()
     env = {**os.environ, "LOCALSCORE_CACHE": str(tmp_path / "cache"),
            "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent.parent), os.environ.get("PYTHONPATH", "")])}
-    processes = [subprocess.Popen([sys.executable, "-c", STARTER, str(calls)], env=env, stdout=subprocess.PIPE,
+    processes = [subprocess.Popen([sys.executable, "-c", STARTER, str(calls), str(shared_log)], env=env, stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE, text=True) for _ in range(2)]
     outputs = [process.communicate(timeout=120) for process in processes]
     assert [process.returncode for process in processes] == [0, 0], outputs
