@@ -14,7 +14,9 @@ import time
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
+from localscore.cli import cli
 from localscore.forms import durable
 from localscore.forms.durable import OutputLock, copy_file, write_file
 from localscore.errors import OutputError
@@ -132,9 +134,10 @@ def test_a_second_run_on_the_same_output_refuses_and_the_first_finishes(tmp_path
              for i in range(30)]
     src = tmp_path / "in.jsonl"
     src.write_text("".join(lines), encoding="utf-8")
-    reference = tmp_path / f"reference{suffix}"
-    first = _score(str(src), reference, model)
-    assert first.wait(timeout=300) == 0, first.stderr.read()
+    reference = tmp_path / f"reference{suffix}"  # in this process: only the two runs below must be processes
+    first = CliRunner().invoke(cli, ["score", str(src), "-o", str(reference), "-m", str(model), "-q"],
+                               catch_exceptions=False)
+    assert first.exit_code == 0, first.output
 
     out = tmp_path / f"out{suffix}"
     # The first run reads stdin, which stays open: it holds the output until its input ends.

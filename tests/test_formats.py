@@ -18,6 +18,7 @@ from click.testing import CliRunner
 
 from localscore.cli import cli
 from localscore.errors import InputError, OutputError
+from localscore.forms import parquet_output
 from localscore.forms.writers import open_writer
 from localscore.forms.reader import read_records
 from localscore.runs.score import score_file
@@ -197,18 +198,24 @@ _SCORE = ("import sys; from localscore.forms import parquet_output; parquet_outp
           "from localscore.cli import cli; sys.exit(cli(sys.argv[1:]))")
 
 
+def _args(src: Path, out: Path, model: Path, *extra: str) -> list[str]:
+    return ["score", str(src), "-o", str(out), "-m", str(model), "-q", *extra]
+
+
 def _command(src: Path, out: Path, model: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-c", _SCORE, "score", str(src), "-o", str(out), "-m", str(model), "-q", *extra]
+    return [sys.executable, "-c", _SCORE, *_args(src, out, model, *extra)]
 
 
-def test_killed_parquet_run_resumes_to_the_same_file(tmp_path, model):
+def test_killed_parquet_run_resumes_to_the_same_file(tmp_path, model, monkeypatch):
     # Short records: what matters is where the kill lands, not what is scored.
     table = pa.Table.from_pylist([{"id": i, "instruction": f"Write the number {i} in words.",
                                    "output": f"{i:,} in words."} for i in range(N_RECORDS)])
     src = tmp_path / "in.parquet"
     pq.write_table(table, src)
-    full = tmp_path / "full.parquet"
-    subprocess.run(_command(src, full, model), cwd=ROOT, check=True, capture_output=True, timeout=600)
+    full = tmp_path / "full.parquet"  # in this process, with the killed process's part size
+    monkeypatch.setattr(parquet_output, "PART_ROWS", 20)
+    done = CliRunner().invoke(cli, _args(src, full, model), catch_exceptions=False)
+    assert done.exit_code == 0, done.output
 
     out = tmp_path / "out.parquet"
     parts = tmp_path / "out.parquet.partial"

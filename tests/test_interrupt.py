@@ -10,6 +10,9 @@ import time
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
+
+from localscore.cli import cli
 
 N_RECORDS = 240  # the kill lands after 50 records: most of the run is still ahead
 
@@ -26,13 +29,19 @@ def big_input(tmp_path_factory, pairs) -> Path:
 
 @pytest.fixture(scope="module")
 def uninterrupted(big_input, gguf_file) -> bytes:
+    """What an uninterrupted run writes, run in this process: only the runs that are stopped must be processes."""
     out = big_input.with_name("full.jsonl")
-    subprocess.run(_command(big_input, out, gguf_file("q8_0")), check=True, capture_output=True, timeout=600)
+    done = CliRunner().invoke(cli, _args(big_input, out, gguf_file("q8_0")), catch_exceptions=False)
+    assert done.exit_code == 0, done.output
     return out.read_bytes()
 
 
+def _args(src: Path, out: Path, model: Path, *extra: str) -> list[str]:
+    return ["score", str(src), "-o", str(out), "-m", str(model), *extra]
+
+
 def _command(src: Path, out: Path, model: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "localscore", "score", str(src), "-o", str(out), "-m", str(model), *extra]
+    return [sys.executable, "-m", "localscore", *_args(src, out, model, *extra)]
 
 
 def _start_and_stop(src: Path, out: Path, model: Path, sig: int) -> subprocess.CompletedProcess:
