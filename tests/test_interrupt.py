@@ -73,9 +73,8 @@ def test_killed_run_resumes_to_the_same_file(tmp_path, big_input, gguf_file, uni
         assert "rerun with --resume" in stopped.stderr.splitlines()[-1]
         assert "Traceback" not in stopped.stderr
 
-    resumed = subprocess.run(_command(big_input, out, model, "--resume"), capture_output=True, text=True,
-                             timeout=600)
-    assert resumed.returncode == 0, resumed.stderr
+    resumed = CliRunner().invoke(cli, _args(big_input, out, model, "--resume"), catch_exceptions=False)  # in-process
+    assert resumed.exit_code == 0, resumed.output
     assert out.read_bytes() == uninterrupted
     assert not partial.exists()
     assert f"{N_RECORDS - done:,} scored, 0 errored, 0 truncated, {done:,} resumed" in resumed.stderr
@@ -84,9 +83,8 @@ def test_killed_run_resumes_to_the_same_file(tmp_path, big_input, gguf_file, uni
 def test_resume_of_a_finished_run_does_nothing(tmp_path, big_input, gguf_file, uninterrupted):
     out = tmp_path / "out.jsonl"
     out.write_bytes(uninterrupted)
-    result = subprocess.run(_command(big_input, out, gguf_file("q8_0"), "--resume"), capture_output=True, text=True,
-                            timeout=600)
-    assert result.returncode == 0, result.stderr
+    result = CliRunner().invoke(cli, _args(big_input, out, gguf_file("q8_0"), "--resume"), catch_exceptions=False)
+    assert result.exit_code == 0, result.output
     assert out.read_bytes() == uninterrupted
     assert "0 records (0 turns, 0 tokens)" in result.stderr and f"{N_RECORDS:,} resumed" in result.stderr
 

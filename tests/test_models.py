@@ -46,8 +46,8 @@ def test_processes_starting_at_once_convert_the_default_model_once(tmp_path):
     shared_log.touch()
     env = {**os.environ, "LOCALSCORE_CACHE": str(tmp_path / "cache"),
            "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent.parent), os.environ.get("PYTHONPATH", "")])}
-    processes = [subprocess.Popen([sys.executable, "-c", STARTER, str(calls), str(shared_log)], env=env, stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    processes = [subprocess.Popen([sys.executable, "-c", STARTER, str(calls), str(shared_log)], env=env,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     outputs = [process.communicate(timeout=120) for process in processes]
     assert [process.returncode for process in processes] == [0, 0], outputs
     expected = f"{tmp_path / 'cache' / 'deita-quality-scorer.q4_k_m.gguf'} 1004\n"

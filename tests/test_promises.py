@@ -37,8 +37,8 @@ QUANT_RANK_AGREEMENT = 0.8
 N_CONVERSATIONS = 80
 
 
-def run(*args: object):
-    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+def run(*args: object, env: dict[str, str] | None = None):
+    return CliRunner().invoke(cli, [str(a) for a in args], env=env, catch_exceptions=False)
 
 
 def write_jsonl(path: Path, records: list[dict]) -> Path:
@@ -178,8 +178,8 @@ def test_an_interrupted_embed_computes_only_the_missing_rows(tmp_path, embedder_
     cache = tmp_path / "cache" / "embeddings.sqlite"
     env = {**os.environ, "LOCALSCORE_CACHE": str(cache.parent)}
     out = tmp_path / "emb.npy"
-    command = localscore("embed", embed_input, "-m", embedder_gguf, "-o", out, "-t", "1")
-    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    args = ("embed", embed_input, "-m", embedder_gguf, "-o", out, "-t", "1")
+    process = subprocess.Popen(localscore(*args), cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     stop_when(process, lambda: cached_vectors(cache) >= 64, sig)
     done = cached_vectors(cache)
     assert 64 <= done < N_CONVERSATIONS, "the run finished before it could be interrupted"
@@ -187,8 +187,8 @@ def test_an_interrupted_embed_computes_only_the_missing_rows(tmp_path, embedder_
     if sig == signal.SIGINT:
         assert process.returncode == 130
 
-    rerun = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert rerun.returncode == 0, rerun.stderr
+    rerun = run(*args, env={"LOCALSCORE_CACHE": str(cache.parent)})  # in this process: only the stopped run must be one
+    assert rerun.exit_code == 0, rerun.output
     assert f" {N_CONVERSATIONS - done} embedded " in rerun.stderr and f"{done} from the cache" in rerun.stderr
     assert out.read_bytes() == uninterrupted_embeddings()
 
@@ -231,15 +231,15 @@ def test_a_killed_shard_resumes_and_merges_into_the_single_run(tmp_path, gguf_fi
             score_file(source, outputs[i], scorer, shard=f"{i}/3")
 
     partial = tmp_path / "shard-1.jsonl.partial"
-    command = localscore("score", source, "-m", model, "-o", outputs[1], "--shard", "1/3", "-q", "-t", "1")
-    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    args = ("score", source, "-m", model, "-o", outputs[1], "--shard", "1/3", "-q", "-t", "1")
+    process = subprocess.Popen(localscore(*args), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     stop_when(process, lambda: partial.exists() and partial.read_bytes().count(b"\n") >= 10, signal.SIGKILL)
     done = partial.read_bytes().count(b"\n")
     assert 10 <= done < 50, "the shard finished before it could be killed"
     assert not outputs[1].exists()
 
-    resumed = subprocess.run([*command, "--resume"], cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert resumed.returncode == 0, resumed.stderr
+    resumed = run(*args, "--resume")  # in this process: only the killed run must be one
+    assert resumed.exit_code == 0, resumed.output
     merged = tmp_path / "merged.jsonl"
     assert run("merge", *outputs, "-o", merged).exit_code == 0
     assert merged.read_bytes() == single.read_bytes()
@@ -332,17 +332,18 @@ def test_ctrl_c_in_select_keeps_the_embeddings_computed(tmp_path, embedder_gguf,
     source = write_jsonl(tmp_path / "scored.jsonl", scored)
     cache = tmp_path / "cache" / "embeddings.sqlite"
     env = {**os.environ, "LOCALSCORE_CACHE": str(cache.parent)}
-    command = localscore("select", source, "-k", len(scored), "--threshold", "0.999", "-m", embedder_gguf, "-t", "1",
-                         "-o", tmp_path / "selected.jsonl")
-    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    args = ("select", source, "-k", len(scored), "--threshold", "0.999", "-m", embedder_gguf, "-t", "1",
+            "-o", tmp_path / "selected.jsonl")
+    process = subprocess.Popen(localscore(*args), cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
     stop_when(process, lambda: cached_vectors(cache) >= 64, signal.SIGINT)
     done = cached_vectors(cache)
     assert 64 <= done < len(scored), "select finished before it could be interrupted"
     assert process.returncode == 130
     assert not (tmp_path / "selected.jsonl").exists()
 
-    rerun = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert rerun.returncode == 0, rerun.stderr
+    rerun = run(*args, env={"LOCALSCORE_CACHE": str(cache.parent)})  # in this process: only the stopped run must be one
+    assert rerun.exit_code == 0, rerun.output
     summary = rerun.stderr.splitlines()[-1]
     examined = int(summary.split(" examined")[0].rsplit(" ", 1)[1].replace(",", ""))
     assert summary.endswith(f"{examined - done:,} embedded, {done:,} from the cache")
