@@ -230,16 +230,16 @@ def test_default_model_is_converted_once_from_the_hub_cache(tmp_path, tiny_check
     assert first.returncode == 0, first.stderr
     assert "first use: converting hkust-nlp/deita-quality-scorer" in first.stderr
     assert (tmp_path / "cache" / "deita-quality-scorer.q4_k_m.gguf").is_file()
-    second = _localscore("score", src, env=env)
-    assert second.returncode == 0 and "converting" not in second.stderr
+    # In this process: from the cache only (the session's own hub cache, tests/conftest.py, has no such repo).
+    second = run("score", src, env={"LOCALSCORE_CACHE": str(tmp_path / "cache"), "LOCALSCORE_MODEL": None})
+    assert second.exit_code == 0 and "converting" not in second.stderr
     assert lines(second.stdout) == lines(first.stdout)
 
 
 def test_default_model_offline_without_cache_says_what_to_do(tmp_path):
-    env = {"HF_HUB_CACHE": str(tmp_path / "empty-hub"), "HF_HUB_OFFLINE": "1",
-           "LOCALSCORE_CACHE": str(tmp_path / "cache"), "LOCALSCORE_MODEL": ""}
-    result = _localscore("score", "-", env=env)
-    assert result.returncode == 1
+    # In this process: the session reads an offline hub cache of its own that has no such repo (tests/conftest.py).
+    result = run("score", "-", input="", env={"LOCALSCORE_CACHE": str(tmp_path / "cache"), "LOCALSCORE_MODEL": None})
+    assert result.exit_code == 1
     message = result.stderr.strip().splitlines()[-1]
     assert message.startswith("Error: no model given (--model)") and "Traceback" not in result.stderr
     assert "localscore convert hkust-nlp/deita-quality-scorer" in message
