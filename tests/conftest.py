@@ -1,4 +1,5 @@
-"""Shared fixtures: one tiny Deita-shaped checkpoint per session, its GGUF conversions, and real pairs."""
+"""Shared fixtures: one tiny Deita-shaped checkpoint per session, its GGUF conversions, real pairs, and offline
+Hugging Face caches of the session's own."""
 
 from __future__ import annotations
 

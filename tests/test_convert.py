@@ -61,8 +61,16 @@ def tied(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def tied_gguf(tmp_path_factory, tied):
+    """tied_gguf(quant) -> Path: `tied` converted once per module per quant type."""
     folder = tmp_path_factory.mktemp("tied-gguf")
-    return lambda quant: convert(tied, folder / f"tied.{quant}.gguf", quant)
+    made: dict[str, Path] = {}
+
+    def get(quant: str) -> Path:
+        if quant not in made:
+            made[quant] = convert(tied, folder / f"tied.{quant}.gguf", quant)
+        return made[quant]
+
+    return get
 
 
 @pytest.fixture(scope="module")
