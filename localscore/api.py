@@ -78,8 +78,7 @@ def embed(input: PathLike, output: PathLike, *, model: PathLike, split: str = "t
     computes the rest. `shard` "I/N" embeds one slice for `merge`; `ray` embeds on a Ray cluster with `actors`
     actors of `threads` threads each (default 1 and 1), the rows written here, in input order."""
     _check_ray(ray, actors, n_gpu_layers, kernels)
-    from .runs.embed import embed_file
-    from .runs.embedding_step import open_embedding
+    from .runs.embed import embed_file, open_embedding
     from .runs.shards import Shard
 
     source = user_source(input)

@@ -4,17 +4,18 @@ computes what is missing. A shard ("I/N") embeds one round-robin slice for `merg
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, BinaryIO, Iterator
 
 from ..forms.embeddings_file import EmbeddingsWriter
 from ..forms.output import refuse_input_as_output
 from ..forms.reader import read_records
 from ..forms.records import Record, without_leading_answer
 from .embedding_cache import CachedEmbeddings, EmbeddingCache
-from .embedding_step import Embedding
+from .embedding_step import Embedding, LocalStep
 from .progress import Progress, silent
 from .shards import Shard, ShardRecords, discard_sidecar
 
@@ -97,3 +98,24 @@ def embed_file(source: str | os.PathLike | BinaryIO, output: str | os.PathLike, 
         discard_sidecar(output)  # a shard's sidecar left from an earlier run would now describe another file
     summary.seconds = time.perf_counter() - start
     return summary
+
+
+@contextlib.contextmanager
+def open_embedding(model: str | os.PathLike, *, threads: int | None = None, n_gpu_layers: int | None = None,
+                   kernels: str = "auto", verbose: bool = False, ray: bool = False, actors: int = 1,
+                   block: int | None = None) -> Iterator[Embedding]:
+    """The embedder GGUF `model`, loaded here, or with `ray` loaded by `actors` Ray actors of `threads` threads
+    each (default 1) while this process keeps only its vocabulary. `block`: conversations per actor call, which
+    also sets how far the actors run ahead (None: sized to the input; the lazy walk wants 1)."""
+    from ..llama.embedder import Embedder
+
+    if not ray:
+        with Embedder.from_path(model, threads=threads, n_gpu_layers=n_gpu_layers, kernels=kernels,
+                                verbose=verbose) as embedder:
+            yield Embedding(embedder, LocalStep(embedder))
+        return
+    from .ray import ray_embed_step
+
+    with Embedder.vocabulary(model, verbose=verbose) as vocab, \
+            ray_embed_step(model, actors=actors, threads=threads or 1, verbose=verbose, block=block) as step:
+        yield Embedding(vocab, step)

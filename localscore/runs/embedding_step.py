@@ -6,8 +6,6 @@ lands in the cache instead of being lost."""
 
 from __future__ import annotations
 
-import contextlib
-import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterable, Iterator, Protocol
 
@@ -15,7 +13,6 @@ import numpy as np
 
 if TYPE_CHECKING:
     from ..llama.embedder import Embedder
-    from .ray import ActorStats
 
 
 @dataclass
@@ -28,8 +25,8 @@ class Job:
 
 
 class EmbedStep(Protocol):
-    # Per Ray actor ("host:pid"), what it computed; empty for one process.
-    actors: dict[str, ActorStats]
+    # Per Ray actor ("host:pid"), what it computed (ray.ActorStats); empty for one process.
+    actors: dict
 
     def map(self, jobs: Iterable[Job], count: int | None = None) -> Iterator[Job]:
         """`jobs`, in order, each with its vector; `count` is how many will come, where known."""
@@ -43,7 +40,7 @@ class LocalStep:
 
     def __init__(self, embedder: Embedder):
         self.embedder = embedder
-        self.actors: dict[str, ActorStats] = {}
+        self.actors: dict = {}
 
     def map(self, jobs: Iterable[Job], count: int | None = None) -> Iterator[Job]:
         for job in jobs:
@@ -63,24 +60,3 @@ class Embedding:
 
     vocab: Embedder
     step: EmbedStep
-
-
-@contextlib.contextmanager
-def open_embedding(model: str | os.PathLike, *, threads: int | None = None, n_gpu_layers: int | None = None,
-                   kernels: str = "auto", verbose: bool = False, ray: bool = False, actors: int = 1,
-                   block: int | None = None) -> Iterator[Embedding]:
-    """The embedder GGUF `model`, loaded here, or with `ray` loaded by `actors` Ray actors of `threads` threads
-    each (default 1) while this process keeps only its vocabulary. `block`: conversations per actor call, which
-    also sets how far the actors run ahead (None: sized to the input; the lazy walk wants 1)."""
-    from ..llama.embedder import Embedder
-
-    if not ray:
-        with Embedder.from_path(model, threads=threads, n_gpu_layers=n_gpu_layers, kernels=kernels,
-                                verbose=verbose) as embedder:
-            yield Embedding(embedder, LocalStep(embedder))
-        return
-    from .ray import ray_embed_step
-
-    with Embedder.vocabulary(model, verbose=verbose) as vocab, \
-            ray_embed_step(model, actors=actors, threads=threads or 1, verbose=verbose, block=block) as step:
-        yield Embedding(vocab, step)

@@ -85,7 +85,7 @@ def select_file(source: str | os.PathLike | BinaryIO, output: str | os.PathLike 
     if embeddings is not None:
         selection = diversity_filter(order, read_embeddings(embeddings, len(records)), budget, threshold)
     else:
-        from .embedding_step import open_embedding
+        from .embed import open_embedding
 
         # On Ray, blocks of one conversation: the actors run QUEUED_PER_ACTOR conversations each ahead of the walk.
         with open_embedding(model, threads=threads, n_gpu_layers=n_gpu_layers, kernels=kernels, verbose=verbose,
