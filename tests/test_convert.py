@@ -4,6 +4,7 @@ SentencePiece, one-line errors, Hub repos from an offline cache, and bounded mem
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 import subprocess
@@ -63,14 +64,7 @@ def tied(tmp_path_factory) -> Path:
 def tied_gguf(tmp_path_factory, tied):
     """tied_gguf(quant) -> Path: `tied` converted once per module per quant type."""
     folder = tmp_path_factory.mktemp("tied-gguf")
-    made: dict[str, Path] = {}
-
-    def get(quant: str) -> Path:
-        if quant not in made:
-            made[quant] = convert(tied, folder / f"tied.{quant}.gguf", quant)
-        return made[quant]
-
-    return get
+    return functools.cache(lambda quant: convert(tied, folder / f"tied.{quant}.gguf", quant))
 
 
 @pytest.fixture(scope="module")
