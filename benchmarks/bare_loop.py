@@ -23,13 +23,13 @@ import numpy as np
 from localscore.llama.engine import physical_cores
 from localscore.llama.kernels import KERNELS, choose
 from localscore.llama.log import LlamaLog
-from localscore.llama.model import read_file_type
+from localscore.llama.model import read_header
 from localscore.deita.templates import LABELS, QUALITY
 
 
 def load(path: str, n_threads: int, kernels: str):
     llama_cpp.llama_backend_init()
-    file_type = read_file_type(Path(path), LlamaLog())
+    file_type = read_header(Path(path), LlamaLog()).file_type
     choice = choose(kernels, file_type)  # as the Engine chooses
     mparams = llama_cpp.llama_model_default_params()
     mparams.use_extra_bufts = choice.use_extra_bufts

@@ -12,11 +12,12 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Sequence, Union
 
-from .errors import UsageError
+from .errors import InputError, UsageError
 from .forms.reader import existing, user_source
 from .runs.progress import Progress
 
 if TYPE_CHECKING:
+    from .forms.provenance import Provenance
     from .runs.comparison import Comparison
     from .runs.embed import EmbedSummary
     from .runs.embedding_compare import EmbedderComparison
@@ -165,6 +166,19 @@ def merge(inputs: Sequence[PathLike], output: PathLike) -> MergeSummary:
     for path in inputs:
         existing(path)
     return MergeSummary(len(inputs), merge_shards(list(inputs), output), os.fspath(output))
+
+
+def info(path: PathLike) -> Provenance:
+    """What made the output `path` (scores, embeddings, a selection, a shard, a partial output): each step's
+    identity (model fingerprint, settings) and record (versions, kernels, backend), as the output records it."""
+    from .forms.provenance import SIDECAR_SUFFIX, read_provenance
+
+    provenance = read_provenance(existing(path))
+    if provenance is None:
+        raise InputError(f"{os.fspath(path)} records nothing of what made it (a Parquet output keeps it in its "
+                         f"metadata, any other beside it in {os.path.basename(path)}{SIDECAR_SUFFIX}): it was "
+                         "written by another tool, or to a stream")
+    return provenance
 
 
 def _check_ray(ray: bool, actors: int | None, n_gpu_layers: int | None, kernels: str) -> None:

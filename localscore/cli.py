@@ -232,6 +232,19 @@ def merge(**options) -> None:
 
 
 @cli.command()
+@click.argument("path", metavar="FILE")
+def info(path: str) -> None:
+    """Show what made an output of score, embed, select or merge (a partial or shard output too): the model's
+    fingerprint and the settings, which resume and merge check, and the versions, kernels and backend that ran.
+
+    Example: localscore info scored.jsonl
+    """
+    from .api import info
+
+    click.echo("\n".join(info(path).lines()))
+
+
+@cli.command()
 @_input_options
 @click.option("model", "-m", "--model", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="Embedder GGUF (Deita uses Mistral-7B-v0.1).")

@@ -191,6 +191,7 @@ def test_resume_completes_an_interrupted_file_identically(tmp_path, model, alpac
     result = run("score", src, "-o", out, "-m", model, "--resume")
     assert result.exit_code == 0, result.output
     assert out.read_bytes() == reference
+    assert Path(f"{out}.provenance.json").read_bytes() == Path(f"{full}.provenance.json").read_bytes()
     assert "resumed" in result.stderr
     # Resuming against another input is refused rather than mixed in.
     other = write_jsonl(tmp_path / "other.jsonl", [dict(r, instruction=r["instruction"] + "!") for r in alpaca])

@@ -159,7 +159,8 @@ def test_a_second_run_on_the_same_output_refuses_and_the_first_finishes(tmp_path
     assert slow.wait(timeout=300) == 0, slow.stderr.read()
     assert out.read_bytes() == reference.read_bytes()
     assert not lock.exists()
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["in.jsonl", reference.name, out.name])
+    made = [f"{name}.provenance.json" for name in (reference.name, out.name)] if suffix == ".jsonl" else []
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["in.jsonl", reference.name, out.name, *made])
 
 
 def test_the_disk_full_line_is_made_in_one_place():

@@ -20,6 +20,7 @@ from click.testing import CliRunner
 
 from localscore import api
 from localscore.cli import cli
+from localscore.forms.provenance import read_provenance
 from tests.conftest import sharegpt_conversations
 from tests.test_promises import cached_vectors, localscore, stop_when, write_jsonl
 from tests.test_select import deita_filter, scored
@@ -71,7 +72,7 @@ def test_sharded_embed_merges_into_the_single_runs_bytes(tmp_path, single, embed
     for child in children:
         _, stderr = child.communicate(timeout=300)
         assert child.returncode == 0, stderr
-    sidecar = json.loads(Path(f"{shards[1]}.shard.json").read_text())
+    sidecar = read_provenance(shards[1]).shard
     assert {key: sidecar[key] for key in ("shard", "shards", "records")} == {"shard": 1, "shards": 3, "records": 61}
     assert len(np.load(shards[1])) == 20
 
@@ -81,6 +82,7 @@ def test_sharded_embed_merges_into_the_single_runs_bytes(tmp_path, single, embed
     assert result.exit_code == 0, result.output
     assert result.output == f"localscore: merged 3 shards, 61 records, into {merged}\n"
     assert merged.read_bytes() == expected.read_bytes()
+    assert Path(f"{merged}.provenance.json").read_bytes() == Path(f"{expected}.provenance.json").read_bytes()
     assert np.isnan(np.load(merged)[-1]).all()  # the unanswered record's row, in its place
 
 
@@ -95,10 +97,10 @@ def test_merge_refuses_embedding_shards_that_do_not_make_one_run(tmp_path, singl
     api.embed(other, tmp_path / "other-1.npy", model=embedder_gguf, threads=1, shard="1/3")
     api.score(source, tmp_path / "scores-1.jsonl", model=gguf_file("q8_0"), threads=1, shard="1/3")
     shutil.copy(shards[2], tmp_path / "copy-2.npy")
-    shutil.copy(f"{shards[2]}.shard.json", tmp_path / "copy-2.npy.shard.json")
+    shutil.copy(f"{shards[2]}.provenance.json", tmp_path / "copy-2.npy.provenance.json")
     cut = tmp_path / "cut-2.npy"
     np.save(cut, np.load(shards[2])[:-1])
-    shutil.copy(f"{shards[2]}.shard.json", f"{cut}.shard.json")
+    shutil.copy(f"{shards[2]}.provenance.json", f"{cut}.provenance.json")
 
     def merge(*paths: Path) -> str:
         out = tmp_path / "merged.npy"
@@ -125,6 +127,7 @@ def test_embed_on_ray_is_the_single_runs_bytes(ray_cluster, tmp_path, single, em
         catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert out.read_bytes() == expected.read_bytes()
+    assert Path(f"{out}.provenance.json").read_bytes() == Path(f"{expected}.provenance.json").read_bytes()
     lines = result.stderr.splitlines()
     assert sum(line.startswith("localscore: actor ") for line in lines) == 2
     assert re.fullmatch(r"localscore: 61 records in [\d.]+ s: 60 embedded \([\d.,]+/s, [\d,]+ tokens\), "

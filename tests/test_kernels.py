@@ -14,7 +14,7 @@ from localscore.cli import cli
 from localscore.llama.engine import Engine
 from localscore.errors import ModelError
 from localscore.llama.log import LlamaLog
-from localscore.llama.model import read_file_type
+from localscore.llama.model import read_header
 from localscore.llama.kernels import AMX, ARM, AVX2, AVX512_VNNI, OTHER, choose, cpu_class, require_llama_cpp
 
 ZEN3 = (b"CPU : SSE3 = 1 | SSSE3 = 1 | AVX = 1 | AVX2 = 1 | F16C = 1 | FMA = 1 | BMI2 = 1 | LLAMAFILE = 1 | "
@@ -121,7 +121,9 @@ def test_the_choice_reaches_llama_cpp(gguf_file, load_params, asked, extra_bufts
 @pytest.mark.parametrize("quant", ["f32", "q8_0", "q4_k_m"])
 def test_the_header_gives_the_file_type_before_the_weights_load(gguf_file, quant):
     with Engine(gguf_file(quant)) as engine:
-        assert read_file_type(gguf_file(quant), LlamaLog()) == engine.file_type == {"f32": "all_f32"}.get(quant, quant)
+        header = read_header(gguf_file(quant), LlamaLog())
+        assert header.file_type == engine.file_type == {"f32": "all_f32"}.get(quant, quant)
+        assert header.n_ctx_train == engine.n_ctx_train
 
 
 @pytest.mark.parametrize("cpu, extra_bufts", [(ARM, True), (AVX2, False), (AMX, False)])

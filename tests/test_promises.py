@@ -243,6 +243,7 @@ def test_a_killed_shard_resumes_and_merges_into_the_single_run(tmp_path, gguf_fi
     merged = tmp_path / "merged.jsonl"
     assert run("merge", *outputs, "-o", merged).exit_code == 0
     assert merged.read_bytes() == single.read_bytes()
+    assert Path(f"{merged}.provenance.json").read_bytes() == Path(f"{single}.provenance.json").read_bytes()
 
 
 # --- hub datasets: a revision, a config ---------------------------------------------------------------------------

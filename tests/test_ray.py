@@ -149,6 +149,9 @@ def test_a_malformed_json_line_is_a_per_record_error_as_without_ray(ray_cluster,
     with Scorer.from_path(model, threads=1) as scorer:
         score_file(src, tmp_path / "single.jsonl", scorer)
     assert (tmp_path / "ray.jsonl").read_bytes() == (tmp_path / "single.jsonl").read_bytes()
+    # What made it, beside it: the same record as the single run's (one node, one setup).
+    assert (tmp_path / "ray.jsonl.provenance.json").read_bytes() == \
+        (tmp_path / "single.jsonl.provenance.json").read_bytes()
     lines = [json.loads(line) for line in (tmp_path / "ray.jsonl").read_text(encoding="utf-8").splitlines()]
     assert lines[1] == {"line": 2, "raw": '{"instruction": ',
                         "quality_error": "not valid JSON: Expecting value at column 1"}
@@ -232,6 +235,7 @@ def test_a_killed_ray_driver_resumes_to_the_uninterrupted_bytes(ray_cluster, rec
                                       "-o", str(out)], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert out.read_bytes() == full.read_bytes()
+    assert Path(f"{out}.provenance.json").read_bytes() == Path(f"{full}.provenance.json").read_bytes()
     assert re.search(r", \d+ resumed$", result.stderr.splitlines()[-1])
 
 

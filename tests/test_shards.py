@@ -13,6 +13,7 @@ from click.testing import CliRunner
 
 from localscore.cli import cli
 from localscore.errors import InputError
+from localscore.forms.provenance import read_provenance
 from localscore.runs.score import score_file
 from localscore.runs.shards import Shard
 
@@ -50,14 +51,17 @@ def test_merged_shards_are_the_single_run(tmp_path, q8_scorer, records, suffix):
     single = tmp_path / f"single{suffix}"
     score_file(source, single, q8_scorer)
     outputs = shard_outputs(tmp_path, source, q8_scorer, suffix)
-    sidecar = json.loads(Path(f"{outputs[1]}.shard.json").read_text())
-    assert {k: sidecar[k] for k in ("shard", "shards", "records", "scorer")} == {
-        "shard": 1, "shards": N_SHARDS, "records": len(records), "scorer": "quality"}
+    made = read_provenance(outputs[1])
+    assert {k: made.shard[k] for k in ("shard", "shards", "records")} == {
+        "shard": 1, "shards": N_SHARDS, "records": len(records)}
+    assert made.last.settings["scorer"] == "quality"
     merged = tmp_path / f"merged{suffix}"
     result = merge(outputs[2], outputs[0], outputs[1], "-o", merged)  # any order
     assert result.exit_code == 0, result.output
     assert result.stderr == f"localscore: merged 3 shards, {len(records)} records, into {merged}\n"
     assert merged.read_bytes() == single.read_bytes()
+    if suffix == ".jsonl":  # what made it, beside it (Parquet: in the bytes compared above)
+        assert Path(f"{merged}.provenance.json").read_bytes() == Path(f"{single}.provenance.json").read_bytes()
 
 
 def test_merge_refuses_missing_repeated_and_foreign_shards(tmp_path, q8_scorer, records):
@@ -76,7 +80,7 @@ def test_merge_refuses_missing_repeated_and_foreign_shards(tmp_path, q8_scorer, 
         ([outputs[0], outputs[1], foreign],
          f"Error: {foreign} is a shard of another input, split, scorer or embedder than {outputs[0]}; merge the shards of "
          "one run"),
-        ([outputs[0], outputs[1], source], f"Error: {source} has no in.jsonl.shard.json: it is not the finished "
+        ([outputs[0], outputs[1], source], f"Error: {source} has no in.jsonl.provenance.json: it is not the finished "
                                            "output of a run with --shard"),
     ]
     for args, message in cases:
@@ -104,7 +108,7 @@ def test_score_command_shards(tmp_path, gguf_file, records, q8_scorer):
     assert [json.loads(line)["id"] for line in out.read_text().splitlines()] == [1, 3]
     # The same file rewritten by a whole run is no longer a shard.
     score_file(source, out, q8_scorer)
-    assert not Path(f"{out}.shard.json").exists()
+    assert read_provenance(out).shard is None
     for args, message in [(["--shard", "2/2"], "Error: shard '2/2' must be I/N with 0 <= I < N, e.g. 0/4 for the "
                                                  "first of four"),
                           (["--shard", "0/2", "-o", "/dev/null"], "Error: --shard needs an output file (--output): each "

@@ -13,6 +13,7 @@ import numpy as np
 
 from ..errors import InputError, OutputError
 from .durable import OutputLock, Sink
+from .provenance import Provenance, commit_with_sidecar, remove_sidecar, write_sidecar
 
 DTYPE = np.dtype("<f4")
 # Room for any shape's header (the dict is ~70 characters); a multiple of 64 keeps the rows aligned.
@@ -36,8 +37,9 @@ class EmbeddingsWriter:
         self._sink: Sink | None = None
         self._lock = OutputLock(self.path).acquire()
         try:
-            self._sink = Sink.open(self.path.with_name(self.path.name + ".partial"),
-                                   os.O_WRONLY | os.O_CREAT | os.O_TRUNC, resumable=False, advice=_AGAIN)
+            partial = self.path.with_name(self.path.name + ".partial")
+            remove_sidecar(partial)
+            self._sink = Sink.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, resumable=False, advice=_AGAIN)
             self._sink.write(_header(0, dim))
         except BaseException:
             self.close()
@@ -48,9 +50,13 @@ class EmbeddingsWriter:
         self._sink.write(rows.tobytes())
         self.rows += len(rows)
 
-    def finish(self) -> None:
+    def begin(self, provenance: Provenance) -> None:
+        """Record what makes these embeddings beside the partial file."""
+        write_sidecar(self._sink.name, provenance)
+
+    def finish(self, provenance: Provenance | None = None) -> None:
         self._sink.write_at(0, _header(self.rows, self.dim))
-        self._sink.commit(self.path)
+        commit_with_sidecar(self._sink, self.path, provenance)
 
     def close(self) -> None:
         if self._sink is not None:

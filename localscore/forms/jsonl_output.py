@@ -9,6 +9,7 @@ from typing import BinaryIO
 
 from .durable import OutputLock, Sink, copy_file
 from .output import Target, Writer
+from .provenance import Provenance, commit_with_sidecar, read_provenance, remove_sidecar, write_sidecar
 
 # Written as \u escapes: lone surrogates (from "\ud800"-style input escapes), which UTF-8 cannot encode, and the
 # characters that some line readers (str.splitlines, older JavaScript) take for line breaks. The line stays one
@@ -42,8 +43,14 @@ class JsonlWriter(Writer):
         partial = target.partial
         if resume and not partial.exists() and target.path.exists():
             # The run had finished: continue a copy, so that a longer input can still be completed.
+            self.resumed = read_provenance(target.path)
             copy_file(target.path, partial)
+            if self.resumed is not None:  # the copy keeps its record: a resume refused now is refused again
+                write_sidecar(partial, self.resumed)
+        elif resume and partial.exists():
+            self.resumed = read_provenance(partial)
         if not (resume and partial.exists()):
+            remove_sidecar(partial)
             return Sink.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, resumable=True)
         with open(partial, "rb") as f:
             self.done, self._last, end = _complete_lines(f)
@@ -59,13 +66,17 @@ class JsonlWriter(Writer):
     def write(self, obj: dict) -> None:
         self._sink.write(dumps(obj) + b"\n")
 
-    def finish(self) -> None:
-        """Make the output final: fsync the .partial and rename it onto the output path."""
+    def begin(self, provenance: Provenance) -> None:
+        if self._target is not None and not self._target.special:
+            write_sidecar(self._target.partial, provenance)
+
+    def finish(self, provenance: Provenance | None = None) -> None:
+        """Make the output final: fsync the .partial and rename it onto the output path, its sidecar beside it."""
         if self._target is None or self._target.special:
             self._sink.close()
             return
         self._check_complete()
-        self._sink.commit(self._target.path)
+        commit_with_sidecar(self._sink, self._target.path, provenance)
 
 
 def dumps(obj: dict) -> bytes:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from ..deita.templates import Template
 from ..errors import InputError, OutputError
+from .provenance import Provenance
 from .records import Record, result
 
 
@@ -77,6 +78,7 @@ class Writer(ABC):
     name: str  # the file results go to now, for messages
     unit = "result"  # what one result is in this format, for messages
     done: int = 0
+    resumed: Provenance | None = None  # what made the output being continued, where it records that
     _last: dict | None = None  # the last resumed result, as read back
     _checked = False
 
@@ -95,8 +97,13 @@ class Writer(ABC):
         """Add the next result."""
 
     @abstractmethod
-    def finish(self) -> None:
-        """Make the output complete and give it its name."""
+    def begin(self, provenance: Provenance) -> None:
+        """Record what makes this output beside the partial one, before the first result: resuming checks it."""
+
+    @abstractmethod
+    def finish(self, provenance: Provenance | None = None) -> None:
+        """Make the output complete and give it its name, recording `provenance` with it (None: nothing; what
+        recorded the old output's producer goes)."""
 
     def check_resumed(self, record: Record, template: Template) -> None:
         """Check that the last resumed result is `record`'s, scored by `template`.

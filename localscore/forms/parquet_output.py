@@ -23,6 +23,7 @@ from ..errors import OutputError
 from ..extras import require
 from .durable import OutputLock, Sink, copy_file, write_error, write_file
 from .output import Target, Writer
+from .provenance import PARQUET_KEY, Provenance, read_provenance, remove_sidecar, write_sidecar
 
 # A part is written after this many results or seconds, whichever comes first: what a kill can lose at most.
 PART_ROWS = 1000
@@ -84,11 +85,17 @@ class ParquetWriter(Writer):
     def _open(self, resume: bool) -> None:
         if resume and not self._folder.exists() and self._target.path.exists():
             # The run had finished: continue from it as one part, so that a longer input can still be completed.
+            self.resumed = read_provenance(self._target.path)
             self._folder.mkdir()
             copy_file(self._target.path, self._folder / _PART.format(0))
+            if self.resumed is not None:  # the copy keeps its record: a resume refused now is refused again
+                write_sidecar(self._folder, self.resumed)
+        elif resume and self._folder.is_dir():
+            self.resumed = read_provenance(self._folder)
         if resume and self._folder.is_dir():
             self._resume()
         else:
+            remove_sidecar(self._folder)
             if self._folder.is_dir():
                 shutil.rmtree(self._folder)
             elif self._folder.exists():
@@ -112,12 +119,19 @@ class ParquetWriter(Writer):
         if len(self._rows) >= PART_ROWS or time.monotonic() - self._since >= PART_SECONDS:
             self._write_part()
 
-    def finish(self) -> None:
+    def begin(self, provenance: Provenance) -> None:
+        write_sidecar(self._folder, provenance)
+
+    def finish(self, provenance: Provenance | None = None) -> None:
+        """Join the parts into the output, `provenance` in its key-value metadata (the file's only one: parts from
+        a finished output carry the old)."""
         if self._rows:
             self._write_part()
         self._check_complete()
         pa, pq = self._pa, self._pq
         schema = self._schema or self._unified([pq.read_schema(part) for part in self._parts] or [pa.schema([])])
+        schema = schema.remove_metadata() if provenance is None else \
+            schema.with_metadata({PARQUET_KEY: provenance.to_json()})
         final = self._folder / "final.tmp"
         sink = Sink.open(final, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, resumable=True)
         try:
@@ -138,6 +152,7 @@ class ParquetWriter(Writer):
         finally:
             sink.close()
         shutil.rmtree(self._folder)
+        remove_sidecar(self._folder)
         self._finished = True
 
     def _stored(self, obj: dict) -> dict:

@@ -3,7 +3,6 @@ the last norm) of the last token."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 from typing import Iterable, Sequence
 
@@ -12,10 +11,6 @@ import numpy as np
 
 from ..deita.conversation import MAX_TOKENS, conversation_ids
 from .model import Model
-
-# A fingerprint reads this much of each end of the GGUF: the header, vocabulary and first tensors, and the last
-# tensors, which differ between any two conversions or quantizations without hashing gigabytes.
-_FINGERPRINT_BYTES = 8 << 20
 
 
 class Embedder(Model):
@@ -31,7 +26,6 @@ class Embedder(Model):
                          vocab_only=vocab_only)
         try:
             self.max_tokens = min(MAX_TOKENS, self.n_ctx_train)
-            self.fingerprint = _fingerprint(self.path)
             if vocab_only:
                 return
             self._batch = llama_cpp.llama_batch_init(self.max_tokens, 0, 1)
@@ -95,15 +89,3 @@ class Embedder(Model):
     def __enter__(self) -> "Embedder":
         return self
 
-
-def _fingerprint(path: os.PathLike) -> str:
-    """What identifies the model in cache keys: its size and both ends of the file, hashed."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        size = f.seek(0, os.SEEK_END)
-        digest.update(size.to_bytes(8, "little"))
-        f.seek(0)
-        digest.update(f.read(_FINGERPRINT_BYTES))
-        f.seek(max(0, size - _FINGERPRINT_BYTES))
-        digest.update(f.read(_FINGERPRINT_BYTES))
-    return digest.hexdigest()

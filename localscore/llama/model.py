@@ -4,6 +4,7 @@ the data. The scoring engine and the embedder are two kinds of context built on 
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import sys
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ from typing import Sequence
 import llama_cpp
 
 from ..errors import ModelError
+from .fingerprint import fingerprint
 from .kernels import KernelChoice, choose, require_llama_cpp
 from .log import LlamaLog
 
@@ -31,8 +33,17 @@ def _file_type_name(ftype: int) -> str:
     return _FTYPE_NAMES.get(ftype, str(ftype))
 
 
-def read_file_type(path: Path, log: LlamaLog) -> str:
-    """A GGUF's file type (e.g. "q4_k_m") from its metadata, read by llama.cpp without loading the weights."""
+@dataclass(frozen=True)
+class Header:
+    """What a GGUF's metadata says before its weights load."""
+
+    file_type: str  # e.g. "q4_k_m"
+    n_ctx_train: int
+
+
+def read_header(path: Path, log: LlamaLog) -> Header:
+    """A GGUF's file type and training context from its metadata, read by llama.cpp without loading the weights."""
+    llama_cpp.llama_backend_init()
     mparams = llama_cpp.llama_model_default_params()
     mparams.vocab_only = True
     with log.scope(fresh=True):
@@ -40,12 +51,25 @@ def read_file_type(path: Path, log: LlamaLog) -> str:
     if not header:
         raise ModelError(f"cannot load {path}: not a valid GGUF model file{log.said()}")
     try:
-        # llama_model_ftype() stays at its default in a vocab-only load; the metadata is read in full.
-        buf = ctypes.create_string_buffer(32)
-        n = llama_cpp.llama_model_meta_val_str(header, b"general.file_type", buf, len(buf))
-        return _file_type_name(int(buf.value)) if n >= 0 and buf.value.isdigit() else "unknown"
+        # llama_model_ftype() and the shape stay at their defaults in a vocab-only load; the metadata is read in full.
+        def meta(key: str) -> str:
+            buf = ctypes.create_string_buffer(32)
+            n = llama_cpp.llama_model_meta_val_str(header, key.encode(), buf, len(buf))
+            return buf.value.decode() if n >= 0 else ""
+
+        ftype = meta("general.file_type")
+        n_ctx_train = meta(f"{meta('general.architecture')}.context_length")
+        return Header(_file_type_name(int(ftype)) if ftype.isdigit() else "unknown",
+                      int(n_ctx_train) if n_ctx_train.isdigit() else 0)
     finally:
         llama_cpp.llama_model_free(header)
+
+
+def model_file(path: str | os.PathLike) -> Path:
+    """`path`, or ModelError when there is no such file."""
+    if not os.path.isfile(path):
+        raise ModelError(f"model file {os.fspath(path)} does not exist; convert one with `localscore convert`")
+    return Path(path)
 
 
 def physical_cores() -> int:
@@ -93,9 +117,7 @@ class Model:
         self._model = self._ctx = None
         self._batch: llama_cpp.llama_batch | None = None  # the subclass's decode batch, freed by close()
         self.log = LlamaLog(verbose)
-        self.path = Path(path)
-        if not self.path.is_file():
-            raise ModelError(f"model file {self.path} does not exist; convert one with `localscore convert`")
+        self.path = model_file(path)
         require_llama_cpp()
         llama_cpp.llama_backend_init()
         mparams = llama_cpp.llama_model_default_params()
@@ -105,7 +127,7 @@ class Model:
         self.kernels: KernelChoice | None = None
         if not vocab_only:
             # The kernels depend on the weight type, and llama.cpp fixes them at load: read the header first.
-            self.kernels = choose(kernels, read_file_type(self.path, self.log))
+            self.kernels = choose(kernels, read_header(self.path, self.log).file_type)
             mparams.use_extra_bufts = self.kernels.use_extra_bufts
         if n_gpu_layers is not None:
             mparams.n_gpu_layers = n_gpu_layers
@@ -123,16 +145,32 @@ class Model:
         self.n_vocab = llama_cpp.llama_vocab_n_tokens(self._vocab)
         self.n_embd = llama_cpp.llama_model_n_embd(self._model)
         self.n_ctx_train = llama_cpp.llama_model_n_ctx_train(self._model)
-        if vocab_only:  # llama.cpp leaves the shape unset without the weights; the metadata has it
+        ftype = llama_cpp.llama_model_ftype(self._model)
+        if vocab_only:  # llama.cpp leaves the shape and type unset without the weights; the metadata has them
             self.n_embd = int(self.meta(f"{self.architecture}.embedding_length") or 0)
             self.n_ctx_train = int(self.meta(f"{self.architecture}.context_length") or 0)
+            ftype = int(self.meta("general.file_type") or ftype)
         self.bos = llama_cpp.llama_vocab_bos(self._vocab)
         self.eos = llama_cpp.llama_vocab_eos(self._vocab)
-        ftype = llama_cpp.llama_model_ftype(self._model)
         self.file_type = _file_type_name(ftype)
         self.full_precision = ftype == llama_cpp.LLAMA_FTYPE_ALL_F32
         self.n_threads = n_threads or physical_cores()
         self.n_cells = 0  # KV cells of the current context; 0 before the first one
+
+    @functools.cached_property
+    def fingerprint(self) -> str:
+        """The file's content fingerprint (fingerprint.py): cache keys, and what outputs record of their model."""
+        return fingerprint(self.path)
+
+    def setup(self) -> dict:
+        """What runs this model here, for an output's record: the versions, kernels and backend."""
+        from .. import __version__
+
+        offloaded = self.n_gpu_layers != 0 and llama_cpp.llama_supports_gpu_offload()
+        return {"localscore": __version__, "llama_cpp_python": llama_cpp.__version__,
+                "kernels": self.kernels.kernels if self.kernels else None,
+                "cpu": self.kernels.cpu if self.kernels else None,
+                "backend": f"GPU offload, {self.n_gpu_layers} layers" if offloaded else "CPU"}
 
     # -- vocabulary ---------------------------------------------------------------------------------------
     def meta(self, key: str) -> str | None:

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Iterable, Sequence
 
 from ..deita.prompts import TOO_LONG_POLICIES, Prompt, build, shared_head
 from ..deita.scoring import expected_score
 from ..deita.templates import LABELS, TEMPLATES, Template
 from ..errors import InputError
+from ..forms.provenance import Step, scoring_step
 from .engine import Engine
+from .fingerprint import fingerprint
+from .log import LlamaLog
+from .model import model_file, read_header
 
 
 class Scorer:
@@ -49,6 +54,12 @@ class Scorer:
             engine.close()
             raise
 
+    def made(self) -> Step:
+        """What this scorer's results record of it (forms/provenance.py)."""
+        engine = self.engine
+        return scoring_step(engine.fingerprint, engine.path.name, scorer=self.template.name, weights=engine.file_type,
+                            ctx=engine.n_ctx, pack=self.pack, too_long=self.too_long, ran=(engine.setup(),))
+
     def prompt(self, instruction: str, response: str | None = None) -> Prompt:
         return build(self.template, instruction, response, self.engine, self.engine.n_ctx, self.too_long)
 
@@ -72,3 +83,12 @@ class Scorer:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def file_step(path: str | os.PathLike, scorer: str = "quality", *, ctx: int | None = None, pack: int = 1,
+              too_long: str = "truncate") -> Step:
+    """What a Scorer.from_path(path, scorer, ...) run records of its model, from the file alone (no weights load):
+    for a process that leaves the scoring to others (a Ray driver). The record of what ran is empty."""
+    header = read_header(model_file(path), LlamaLog(False))
+    return scoring_step(fingerprint(path), Path(path).name, scorer=scorer, weights=header.file_type,
+                        ctx=ctx or header.n_ctx_train, pack=pack, too_long=too_long)

@@ -19,6 +19,7 @@ import numpy as np
 from ..deita.templates import TEMPLATES, Template
 from ..errors import InputError, OutputError
 from ..forms.durable import write_file
+from ..forms.provenance import read_provenance, scored_by
 from ..forms.reader import read_records
 from ..forms.records import Record
 from .agreement import agreement
@@ -77,7 +78,7 @@ def compare(a: str | os.PathLike, b: str | os.PathLike, data: str | os.PathLike,
         records=len(records), sampled=len(chosen), excluded=tuple(excluded),
         per_turn=agreement(a_turns, b_turns),
         per_record=agreement(np.array([sum(s) for s, _ in pairs]), np.array([sum(s) for _, s in pairs])),
-        a_scores=a_turns, b_scores=b_turns,
+        a_scores=a_turns, b_scores=b_turns, a_scored_by=_scored_by(a, template), b_scored_by=_scored_by(b, template),
     )
     if json_path is not None:
         write_file(json_path, (result.to_json() + "\n").encode("utf-8"))
@@ -86,6 +87,11 @@ def compare(a: str | os.PathLike, b: str | os.PathLike, data: str | os.PathLike,
 
         write_plot(result, Path(plot))
     return result
+
+
+def _scored_by(path: str | os.PathLike, template: Template) -> str | None:
+    """What scored the file `path`, as it records it; None for a scorer GGUF (scored here)."""
+    return None if is_gguf(path) else scored_by(read_provenance(path), (template.name,))
 
 
 def sample_positions(n: int, sample: int | None, seed: int) -> np.ndarray:

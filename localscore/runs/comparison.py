@@ -36,6 +36,8 @@ class Comparison:
     per_record: Agreement  # each record's turn scores summed, which is how Deita's selection ranks records
     a_scores: np.ndarray  # per turn, for the plot
     b_scores: np.ndarray
+    a_scored_by: str | None = None  # for a scored file: what scored it, as it records it (provenance.scored_by)
+    b_scored_by: str | None = None
 
     @property
     def compared(self) -> int:
@@ -55,6 +57,8 @@ class Comparison:
             "excluded": [{"record": e.record, "reason": e.reason} for e in self.excluded],
             "per_turn": self.per_turn.to_dict(),
             "per_record": self.per_record.to_dict(),
+            "a_scored_by": self.a_scored_by,
+            "b_scored_by": self.b_scored_by,
         }
 
     def to_json(self) -> str:
@@ -65,8 +69,8 @@ class Comparison:
         budgets = list(self.per_turn.top_overlap)
         which = f"{self.sampled:,} of {self.records:,}" if self.sampled < self.records else f"all {self.records:,}"
         lines = [
-            f"A: {self.a}",
-            f"B: {self.b}",
+            f"A: {self.a}{_scored(self.a_scored_by)}",
+            f"B: {self.b}{_scored(self.b_scored_by)}",
             f"{which} records of {self.data} ({self.scorer} scorer, seed {self.seed}): "
             f"{self.compared:,} compared, {len(self.excluded):,} excluded",
             "",
@@ -90,3 +94,7 @@ class Comparison:
 
 def _fixed(value: float) -> str:
     return "n/a" if math.isnan(value) else f"{value:.4f}"
+
+
+def _scored(by: str | None) -> str:
+    return "" if by is None else f", scored by {by}"

@@ -12,12 +12,13 @@ from typing import TYPE_CHECKING, BinaryIO, Iterator
 
 from ..forms.embeddings_file import EmbeddingsWriter
 from ..forms.output import refuse_input_as_output
+from ..forms.provenance import Provenance
 from ..forms.reader import read_records
 from ..forms.records import Record, without_leading_answer
 from .embedding_cache import CachedEmbeddings, EmbeddingCache
 from .embedding_step import Embedding, LocalStep
 from .progress import Progress, silent
-from .shards import Shard, ShardRecords, discard_sidecar
+from .shards import Shard, ShardRecords
 
 if TYPE_CHECKING:
     from .ray import ActorStats
@@ -74,6 +75,7 @@ def embed_file(source: str | os.PathLike | BinaryIO, output: str | os.PathLike, 
     report = progress or silent
     report(0, records.count, 0)
     with EmbeddingCache(vocab.fingerprint, cache_path) as cache, EmbeddingsWriter(output, vocab.n_embd) as out:
+        out.begin(Provenance((embedding.made(),)))
         cached = CachedEmbeddings(embedding, cache)
         try:
             for job in cached.jobs(map(turns_of, records), records.count):
@@ -91,11 +93,7 @@ def embed_file(source: str | os.PathLike | BinaryIO, output: str | os.PathLike, 
             # Also on Ctrl-C: the summary the interrupt carries is this object.
             summary.computed, summary.reused, summary.tokens = cached.computed, cached.reused, cached.tokens
             summary.actors = embedding.step.actors
-        out.finish()
-    if slice_ is not None:
-        records.write_sidecar(output, embedder=vocab.fingerprint)
-    else:
-        discard_sidecar(output)  # a shard's sidecar left from an earlier run would now describe another file
+        out.finish(Provenance((embedding.made(),), None if slice_ is None else records.slice_info()))
     summary.seconds = time.perf_counter() - start
     return summary
 

@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Iterable, Iterator, Protocol
 
 import numpy as np
 
+from ..forms.provenance import Step, embedding_step
+
 if TYPE_CHECKING:
     from ..llama.embedder import Embedder
 
@@ -34,6 +36,9 @@ class EmbedStep(Protocol):
     def drain(self) -> list[Job]:
         """The jobs computed ahead that `map` did not yield before its consumer stopped."""
 
+    def ran(self) -> tuple[dict, ...]:
+        """What ran the embedder (llama.Model.setup), once per distinct setup, for the output's record."""
+
 
 class LocalStep:
     """Embedding in this process, one conversation per decode (reproducible), nothing ahead."""
@@ -52,6 +57,9 @@ class LocalStep:
     def drain(self) -> list[Job]:
         return []
 
+    def ran(self) -> tuple[dict, ...]:
+        return (self.embedder.setup(),)
+
 
 @dataclass(frozen=True)
 class Embedding:
@@ -60,3 +68,8 @@ class Embedding:
 
     vocab: Embedder
     step: EmbedStep
+
+    def made(self) -> Step:
+        """What the embeddings record of their embedder (forms/provenance.py)."""
+        vocab = self.vocab
+        return embedding_step(vocab.fingerprint, vocab.path.name, weights=vocab.file_type, ran=self.step.ran())

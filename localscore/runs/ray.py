@@ -17,7 +17,7 @@ import sys
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
 import numpy as np
@@ -25,6 +25,7 @@ import numpy as np
 from ..deita.templates import TEMPLATES
 from ..errors import InputError, LocalscoreError, ModelError
 from ..extras import require
+from ..forms.provenance import Step, distinct
 from ..forms.records import Record, Records
 from .batch import Scored, score_records
 from .embedding_step import Job
@@ -57,6 +58,7 @@ class ActorStats:
     seconds: float = 0.0
     cpu_seconds: float = 0.0
     peak_rss_mb: float = 0.0
+    ran: dict | None = None  # what ran its model (llama.Model.setup), for the output's record
 
     def line(self, name: str) -> str:
         tps = self.tokens / self.seconds if self.seconds > 0 else 0.0
@@ -87,6 +89,7 @@ def score_on_ray(input_path: str | os.PathLike, output: str | os.PathLike | None
     if scorer not in TEMPLATES:
         raise InputError(f"unknown scorer {scorer!r}; choose {' or '.join(TEMPLATES)}")
     ray = _connect(verbose, actors, threads)
+    identity = _scoring_identity(ray, model_path, dict(scorer=scorer, ctx=ctx, pack=pack, too_long=too_long))
     summary = RaySummary()
     pool = _ActorPool(ray, _ScoreActor, actors, threads, summary.actors,
                       dict(model_path=model_path, scorer=scorer, threads=threads, ctx=ctx, too_long=too_long,
@@ -97,11 +100,36 @@ def score_on_ray(input_path: str | os.PathLike, output: str | os.PathLike | None
             yield from results
 
     try:
-        run_scoring(input_path, output, TEMPLATES[scorer], step, summary, resume=resume, strict=strict,
+        run_scoring(input_path, output, TEMPLATES[scorer], step, summary,
+                    lambda: replace(identity, ran=_ran(summary.actors)), resume=resume, strict=strict,
                     progress=progress, split=split, config=config, shard=shard)
     finally:
         pool.close()
     return summary
+
+
+def _scoring_identity(ray, model_path: str | os.PathLike | None, settings: dict) -> Step:
+    """What the output records of its model (the actors add what ran it), read from the file: here when this
+    machine has it, else on a node of the cluster, where the actors will find it (`model_path` is a path every node
+    can read; None: a node's default-model cache)."""
+    if model_path is not None and os.path.isfile(model_path):
+        from ..llama.scorer import file_step
+
+        return file_step(model_path, **settings)
+    failure, step = ray.get(ray.remote(num_cpus=0)(_node_scoring_identity).remote(model_path, settings))
+    if failure is not None:
+        raise ModelError(failure[0], options=failure[1])
+    return step
+
+
+def _node_scoring_identity(model_path: str | os.PathLike | None, settings: dict) -> tuple:
+    from ..llama.scorer import file_step
+    from .default_model import default_model
+
+    try:
+        return None, file_step(model_path or default_model(settings["scorer"]), **settings)
+    except LocalscoreError as e:  # as an actor reports it (see _Actor)
+        return (f"on {socket.gethostname()}: {e.template}", e.options), None
 
 
 class _ActorPool:
@@ -177,6 +205,7 @@ class _ActorPool:
             stats.seconds += info["seconds"]
             stats.cpu_seconds += info["cpu_seconds"]
             stats.peak_rss_mb = max(stats.peak_rss_mb, info["rss_mb"])
+            stats.ran = info["ran"]
             values.append(value)
         return values
 
@@ -217,7 +246,7 @@ class _Actor:
         for value, tokens in self._results(items):
             now, now_cpu = time.perf_counter(), time.process_time()
             results.append((value, {"actor": self.name, "tokens": tokens, "seconds": now - clock,
-                                    "cpu_seconds": now_cpu - cpu, "rss_mb": _peak_rss_mb()}))
+                                    "cpu_seconds": now_cpu - cpu, "rss_mb": _peak_rss_mb(), "ran": self.ran}))
             clock, cpu = now, now_cpu
         return None, results
 
@@ -233,6 +262,7 @@ class _ScoreActor(_Actor):
         model = model_path or default_model(scorer)
         self.scorer = Scorer.from_path(model, scorer, ctx=ctx, threads=threads, too_long=too_long, pack=pack,
                                        verbose=verbose)
+        self.ran = self.scorer.engine.setup()
 
     def _results(self, records: list[Record]) -> Iterator[tuple[Scored, int]]:
         for scored in score_records(self.scorer, records):
@@ -246,6 +276,7 @@ class _EmbedActor(_Actor):
         from ..llama.embedder import Embedder
 
         self.embedder = Embedder.from_path(model_path, threads=threads, verbose=verbose)
+        self.ran = self.embedder.setup()
 
     def _results(self, ids_lists: list[list[int]]) -> Iterator[tuple[np.ndarray, int]]:
         for ids in ids_lists:
@@ -269,6 +300,14 @@ class RayEmbedStep:
 
     def drain(self) -> list[Job]:
         return [job for block, vectors in self._pool.drain() for job in _filled(block, vectors)]
+
+    def ran(self) -> tuple[dict, ...]:
+        return _ran(self.actors)
+
+
+def _ran(actors: dict[str, ActorStats]) -> tuple[dict, ...]:
+    """What ran the model on the actors that did work: one entry per distinct setup (unlike nodes: several)."""
+    return distinct(stats.ran for stats in actors.values() if stats.ran is not None)
 
 
 def _to_compute(block: list[Job]) -> list[list[int]]:

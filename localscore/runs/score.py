@@ -13,13 +13,14 @@ from typing import BinaryIO, Callable, Iterable, Iterator
 from ..deita.templates import Template
 from ..errors import InputError, LocalscoreError, OutputError
 from ..forms.output import Writer, output_target, refuse_input_as_output
+from ..forms.provenance import Provenance, Step, read_provenance
 from ..forms.reader import read_records
 from ..forms.records import Records
 from ..forms.writers import open_writer
 from ..llama.scorer import Scorer
 from .batch import Scored, score_records
 from .progress import Progress, silent
-from .shards import Shard, ShardRecords, discard_sidecar
+from .shards import Shard, ShardRecords
 
 
 @dataclass
@@ -75,15 +76,18 @@ def score_file(source: str | os.PathLike | BinaryIO, output: str | os.PathLike |
     `shard` "I/N" scores the I-th of N round-robin slices and writes `output`'s sidecar (see shards.py).
     `progress` is called with the records done, the input's records (where cheap to know) and the tokens."""
     return run_scoring(source, output, scorer.template, lambda records: score_records(scorer, records), Summary(),
-                       resume=resume, strict=strict, progress=progress, split=split, config=config, shard=shard)
+                       scorer.made, resume=resume, strict=strict, progress=progress, split=split, config=config,
+                       shard=shard)
 
 
 def run_scoring(source: str | os.PathLike | BinaryIO, output: str | os.PathLike | None, template: Template,
-                step: ScoreStep, summary: Summary, *, resume: bool = False, strict: bool = False,
-                progress: Progress | None = None, split: str = "train", config: str | None = None,
-                shard: str | None = None) -> Summary:
-    """A scoring run, whatever does the scoring: read `source`, skip what a resumed `output` holds, score the rest
-    with `step`, write each result in input order, count it into `summary`, finish the output."""
+                step: ScoreStep, summary: Summary, made: Callable[[], Step], *, resume: bool = False,
+                strict: bool = False, progress: Progress | None = None, split: str = "train",
+                config: str | None = None, shard: str | None = None) -> Summary:
+    """A scoring run, whatever does the scoring: read `source`, skip what a resumed `output` holds (refusing one
+    made by other work), score the rest with `step`, write each result in input order, count it into `summary`,
+    finish the output with its provenance: `made()` (asked at the start and again at the end, when all that ran
+    is known) after the steps that made `source`."""
     start = time.perf_counter()
     slice_ = None if shard is None else Shard.parse(shard)
     if slice_ is not None and (output is None or output_target(output).special):
@@ -92,12 +96,16 @@ def run_scoring(source: str | os.PathLike | BinaryIO, output: str | os.PathLike 
     if output is not None:
         refuse_input_as_output(source, output)
     records = read_records(source, split=split, config=config)  # a bad input fails before any output
+    upstream = read_provenance(source)
     if slice_ is not None:
         records = ShardRecords(records, slice_)
     with open_writer(output, resume=resume, schema=_output_schema(records, output, template)) as writer:
+        provenance = Provenance((made(),)).after(upstream)
         if writer.done:
+            _check_made(writer, provenance)
             _skip_resumed(records, writer, template, output)
             summary.resumed = writer.done
+        writer.begin(provenance.joined(writer.resumed))
         report = progress or silent
         report(writer.done, records.count, 0)
         try:
@@ -114,11 +122,8 @@ def run_scoring(source: str | os.PathLike | BinaryIO, output: str | os.PathLike 
                 raise Interrupted(f"interrupted after {summary.records + summary.resumed:,} records", summary) from None
             raise Interrupted(f"interrupted after {summary.records + summary.resumed:,} records; rerun with "
                               f"{{resume}} to continue {output}", summary, options=["resume"]) from None
-        writer.finish()
-    if slice_ is not None:
-        records.write_sidecar(output, scorer=template.name)
-    elif output is not None:
-        discard_sidecar(output)  # a shard's sidecar left from an earlier run would now describe another file
+        shard_info = None if slice_ is None else records.slice_info()
+        writer.finish(Provenance((made(),), shard_info).after(upstream).joined(writer.resumed))
     summary.seconds = time.perf_counter() - start
     return summary
 
@@ -130,6 +135,13 @@ def _output_schema(records: Records, output: str | os.PathLike | None, template:
     from ..forms.parquet_output import output_schema
 
     return output_schema(records.schema, template)
+
+
+def _check_made(writer: Writer, provenance: Provenance) -> None:
+    """Refuse to continue an output that other work made (another model, scorer or setting)."""
+    difference = None if writer.resumed is None else writer.resumed.difference(provenance)
+    if difference is not None:
+        raise InputError(f"{writer.name} was {difference}; remove it or drop {{resume}}", options=["resume"])
 
 
 def _skip_resumed(records: Records, writer: Writer, template: Template, output: str | os.PathLike | None) -> None:

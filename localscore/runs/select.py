@@ -15,6 +15,7 @@ from ..deita.templates import COMPLEXITY, QUALITY
 from ..errors import InputError
 from ..forms.embeddings_file import read_embeddings
 from ..forms.output import refuse_input_as_output
+from ..forms.provenance import Provenance, Step, read_provenance, scored_by
 from ..forms.reader import read_records
 from ..forms.records import Record
 from ..forms.writers import open_writer
@@ -39,6 +40,7 @@ class SelectSummary:
     ahead: int = 0  # of those computed, embedded ahead of the walk (on Ray) but never examined; cached
     seconds: float = 0.0
     actors: dict[str, ActorStats] = field(default_factory=dict)  # on Ray: "host:pid" -> its work
+    input_made: Provenance | None = None  # what made the input, as it records it
 
     def line(self) -> str:
         skipped = [f"{self.unscored:,} without scores"] if self.unscored else []
@@ -51,7 +53,8 @@ class SelectSummary:
 
     def lines(self) -> list[str]:
         """The summary as shown at the end of a run."""
-        return [*(actor.line(name) for name, actor in self.actors.items()), self.line()]
+        return [f"input scored by {scored_by(self.input_made, (QUALITY.name, COMPLEXITY.name))}",
+                *(actor.line(name) for name, actor in self.actors.items()), self.line()]
 
 
 def select_file(source: str | os.PathLike | BinaryIO, output: str | os.PathLike | None, *, budget: int,
@@ -77,6 +80,7 @@ def select_file(source: str | os.PathLike | BinaryIO, output: str | os.PathLike 
     summary = SelectSummary()
     start = time.perf_counter()
     records = list(read_records(source, split=split, config=config))
+    summary.input_made = read_provenance(source)
     summary.records = len(records)
     scores = np.array([record_evol_score(record) for record in records], dtype=np.float64)
     order = rank(scores)[:int(np.isfinite(scores).sum())]  # NaN (unscored) sort last and are left out
@@ -84,6 +88,8 @@ def select_file(source: str | os.PathLike | BinaryIO, output: str | os.PathLike 
 
     if embeddings is not None:
         selection = diversity_filter(order, read_embeddings(embeddings, len(records)), budget, threshold)
+        embedded = read_provenance(embeddings)
+        steps = () if embedded is None else embedded.steps
     else:
         from .embed import open_embedding
 
@@ -91,15 +97,19 @@ def select_file(source: str | os.PathLike | BinaryIO, output: str | os.PathLike 
         with open_embedding(model, threads=threads, n_gpu_layers=n_gpu_layers, kernels=kernels, verbose=verbose,
                             ray=ray, actors=actors, block=1) as embedding:
             selection = _lazy_selection(records, order, embedding, budget, threshold, cache_path, progress, summary)
+            steps = (embedding.made(),)
+    made = Provenance((*steps, Step("select", None, {"budget": budget, "threshold": threshold}))).after(
+        summary.input_made)
     summary.examined, summary.rejected = selection.examined, selection.rejected
     summary.selected = len(selection.indices)
     for _, reason in selection.skipped:
         summary.unusable[reason] = summary.unusable.get(reason, 0) + 1
     with open_writer(output) as writer:
+        writer.begin(made)
         for index, similarity in zip(selection.indices, selection.similarities):
             data = records[index].data
             writer.write({**data, EVOL_FIELD: float(scores[index]), SIMILARITY_FIELD: similarity})
-        writer.finish()
+        writer.finish(made)
     summary.seconds = time.perf_counter() - start
     return summary
 

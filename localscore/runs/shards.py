@@ -1,9 +1,9 @@
 """Shards for job arrays (SLURM, Kubernetes): `shard="I/N"` scores (or embeds) every N-th record from the I-th
 (0-based), round robin, so long and short records spread evenly and nothing needs counting up front. Each shard's
-output gets a sidecar `OUT.shard.json`: its slice, the number of records in the whole input, a digest of the whole
-input and the scorer (or the embedder's fingerprint). `merge_shards` checks the sidecars (every shard once, one
-input, one scorer or embedder) and the row counts, and interleaves the outputs back into exactly the single run's
-output: records for scores, `.npy` rows for embeddings."""
+output records, beside what made it (forms/provenance.py), its slice: the shard, the number of records in the
+whole input and a digest of the whole input. `merge_shards` checks them (every shard once, one input, one scorer
+or embedder: the same identity) and the row counts, and interleaves the outputs back into exactly the single run's
+output, provenance included: records for scores, `.npy` rows for embeddings."""
 
 from __future__ import annotations
 
@@ -12,22 +12,21 @@ import json
 import os
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import InputError, OutputError
-from ..forms.durable import write_file
 from ..forms.embeddings_file import DTYPE, EmbeddingsWriter, read_embeddings
 from ..forms.output import output_target
+from ..forms.provenance import Provenance, read_provenance, sidecar
 from ..forms.records import Record, Records
 from ..forms.writers import open_writer
 
 _SPEC = re.compile(r"(\d+)/(\d+)")
 # Rows of merged embeddings built in memory at a time (~16 MB at 7B width).
 _MERGE_ROWS = 1024
-SIDECAR_SUFFIX = ".shard.json"
 
 
 @dataclass(frozen=True)
@@ -68,57 +67,44 @@ class ShardRecords(Records):
             if (self.total - 1) % self._shard.count == self._shard.index:
                 yield record
 
-    def write_sidecar(self, output: str | os.PathLike, *, scorer: str | None = None,
-                      embedder: str | None = None) -> None:
-        """Record, next to the finished `output`, what merge_shards checks: what made it (the `scorer`'s name, or
-        the `embedder`'s fingerprint). Call once every record was read."""
-        made_by = {"scorer": scorer} if scorer is not None else {"embedder": embedder}
-        info = {"shard": self._shard.index, "shards": self._shard.count, "records": self.total,
-                "input": self._digest.hexdigest(), **made_by}
-        write_file(_sidecar(output), (json.dumps(info) + "\n").encode())
-
-
-@dataclass(frozen=True)
-class _Sidecar:
-    shard: int
-    shards: int
-    records: int
-    input: str
-    scorer: str | None = None  # a scoring shard's scorer
-    embedder: str | None = None  # an embedding shard's embedder fingerprint
-
-    def run(self) -> tuple:
-        """What every shard of one run shares."""
-        return self.shards, self.records, self.input, self.scorer, self.embedder
+    def slice_info(self) -> dict:
+        """What an output of this shard records of its slice (see module doc); once every record was read."""
+        return {"shard": self._shard.index, "shards": self._shard.count, "records": self.total,
+                "input": self._digest.hexdigest()}
 
 
 def merge_shards(outputs: list[str | os.PathLike], output: str | os.PathLike) -> int:
-    """Interleave the outputs of shards 0..N-1 (any order, each with its sidecar) into `output`, which is then
+    """Interleave the outputs of shards 0..N-1 (any order, each recording its slice) into `output`, which is then
     exactly the single run's output. Raises InputError, before writing anything, for a missing or repeated shard,
-    shards of another input or scorer, an output without its sidecar, or one whose result count is not its
-    slice's. Returns the number of records."""
+    shards of another input, scorer, embedder or model, an output that is no shard, or one whose result count is
+    not its slice's. Returns the number of records."""
     shards = {}
-    first: tuple[Path, _Sidecar] | None = None
+    first: tuple[Path, Provenance] | None = None
+    made: Provenance | None = None
     for path in map(Path, outputs):
-        info = _read_sidecar(path)
+        info = _read_shard(path)
         if first is None:
-            first = (path, info)
-        elif info.run() != first[1].run():
+            first, made = (path, info), replace(info, shard=None)
+        elif _run(info) != _run(first[1]):
             raise InputError(f"{path} is a shard of another input, split, scorer or embedder than {first[0]}; merge "
                              "the shards of one run")
-        if info.shard in shards:
-            raise InputError(f"shard {info.shard}/{info.shards} is given twice: {shards[info.shard]} and {path}")
-        shards[info.shard] = path
+        elif (difference := info.difference(first[1], but=os.fspath(first[0]))) is not None:
+            raise InputError(f"{path} was {difference}; merge the shards of one run")
+        made = made.joined(info)
+        if info.shard["shard"] in shards:
+            raise InputError(f"shard {info.shard['shard']}/{info.shard['shards']} is given twice: "
+                             f"{shards[info.shard['shard']]} and {path}")
+        shards[info.shard["shard"]] = path
     if first is None:
         raise InputError("no shard outputs to merge")
-    total, count = first[1].records, first[1].shards
+    total, count = first[1].shard["records"], first[1].shard["shards"]
     missing = [f"{i}/{count}" for i in range(count) if i not in shards]
     if missing:
         raise InputError(f"shard {', '.join(missing)} missing: give every shard's output to merge")
     if any(output_target(output).path == output_target(path).path for path in shards.values()):
         raise OutputError(f"output {os.fspath(output)} is one of the shard outputs; give another file")
     paths = [shards[i] for i in range(count)]
-    embeddings = first[1].embedder is not None
+    embeddings = made.last.kind == "embed"
     for index, path in enumerate(paths):
         expected = len(range(index, total, count))
         got = len(read_embeddings(path)) if embeddings else _count_rows(path)
@@ -126,17 +112,17 @@ def merge_shards(outputs: list[str | os.PathLike], output: str | os.PathLike) ->
             raise InputError(f"{path} has {got:,} results but shard {index}/{count} of {total:,} records has "
                              f"{expected:,}: it is incomplete or was changed; rerun that shard")
     if embeddings:
-        _merge_embeddings(paths, output, total)
+        _merge_embeddings(paths, output, total, made)
         return total
     readers = [_rows(path) for path in paths]
     with open_writer(output, schema=_common_schema(paths)) as writer:
         for number in range(total):
             writer.write(next(readers[number % count]))
-        writer.finish()
+        writer.finish(made)
     return total
 
 
-def _merge_embeddings(paths: list[Path], output: str | os.PathLike, total: int) -> None:
+def _merge_embeddings(paths: list[Path], output: str | os.PathLike, total: int, made: Provenance) -> None:
     """Row n of the merged `.npy` is row n // N of shard n % N; written a bounded block of rows at a time."""
     shards = [read_embeddings(path) for path in paths]
     count, dim = len(shards), shards[0].shape[1]
@@ -150,27 +136,23 @@ def _merge_embeddings(paths: list[Path], output: str | os.PathLike, total: int) 
                 rows = block[index::count]
                 rows[:] = shard[start // count:start // count + len(rows)]
             writer.write(block)
-        writer.finish()
+        writer.finish(made)
 
 
-def discard_sidecar(output: str | os.PathLike) -> None:
-    """Remove the sidecar of `output`, now written by a run that was not a shard."""
-    _sidecar(output).unlink(missing_ok=True)
+def _read_shard(path: Path) -> Provenance:
+    info = read_provenance(path)
+    if info is None or info.shard is None:
+        what = f"has no {sidecar(path).name}" if info is None else "records no shard"
+        if info is None and path.suffix.lower() == ".parquet":
+            what = "records no provenance"
+        raise InputError(f"{path} {what}: it is not the finished output of a run with {{shard}}", options=["shard"])
+    return info
 
 
-def _sidecar(output: str | os.PathLike) -> Path:
-    return Path(os.fspath(output) + SIDECAR_SUFFIX)
-
-
-def _read_sidecar(path: Path) -> _Sidecar:
-    sidecar = _sidecar(path)
-    try:
-        return _Sidecar(**json.loads(sidecar.read_text()))
-    except FileNotFoundError:
-        raise InputError(f"{path} has no {sidecar.name}: it is not the finished output of a run with {{shard}}",
-                         options=["shard"]) from None
-    except (OSError, ValueError, TypeError) as e:
-        raise InputError(f"cannot read {sidecar}: {e}") from None
+def _run(info: Provenance) -> tuple:
+    """What every shard of one run shares, besides what made it."""
+    return (info.shard["shards"], info.shard["records"], info.shard["input"], info.last.kind,
+            info.last.settings.get("scorer"))
 
 
 def _rows(path: Path) -> Iterator[dict]:
@@ -204,5 +186,6 @@ def _common_schema(paths: list[Path]) -> object:
 
     _, pq = arrow()
     schemas = [pq.read_schema(path) for path in paths]
-    return schemas[0] if all(schema.equals(schemas[0]) for schema in schemas) else None
+    # Without their metadata: what made the merged output is written anew.
+    return schemas[0].remove_metadata() if all(schema.equals(schemas[0]) for schema in schemas) else None
 
