@@ -78,7 +78,7 @@ def test_the_flag_check_sees_flags_in_messages():
     assert [text for _, text in _strings(tree) if FLAG.search(text)] == [" needs -o; drop --resume"]
 
 
-@pytest.mark.parametrize("command", ["score", "embed", "select", "compare", "merge"])
+@pytest.mark.parametrize("command", ["score", "embed", "select", "compare", "merge", "info"])
 def test_the_command_options_are_the_function_parameters(command):
     """Every option and argument of the command is a parameter of the function, under the same name."""
     parameters = inspect.signature(getattr(localscore, command)).parameters

@@ -176,7 +176,10 @@ def test_select_command(tmp_path, monkeypatch, pool, pool_embeddings):
     result = CliRunner().invoke(cli, ["select", str(source), "--budget", "5", "--threshold", "0.95",
                                       "--embeddings", str(embeddings)], catch_exceptions=False)
     assert result.exit_code == 0
-    *lines, summary = result.output.splitlines()
+    lines = result.stdout.splitlines()
+    scored_by, summary = result.stderr.splitlines()
+    assert scored_by == ("localscore: input scored by the quality scorer (model not recorded) and the complexity "
+                         "scorer (model not recorded)")  # a file written by another tool
     expected, examined = deita_filter(pool[:30], pool_embeddings[:30], 5, 0.95)
     chosen = [json.loads(line) for line in lines]
     assert [c["id"] for c in chosen] == [pool[i]["id"] for i in expected]
