@@ -76,7 +76,7 @@ def embed_file(source: str | os.PathLike | BinaryIO, output: str | os.PathLike, 
     with EmbeddingCache(vocab.fingerprint, cache_path) as cache, EmbeddingsWriter(output, vocab.n_embd) as out:
         cached = CachedEmbeddings(embedding, cache)
         try:
-            for job in cached.jobs(map(turns_of, records), records.count):
+            for job in cached.jobs(((record.number, turns_of(record)) for record in records), records.count):
                 summary.records += 1
                 summary.errored += job.ids is None
                 out.write(job.vector)
