@@ -267,8 +267,8 @@ def _parent(pid: int) -> int:
 
 
 def run_feeding(args: list[str], first: bytes, rest: bytes, kind: str, env: dict) -> subprocess.CompletedProcess:
-    """`localscore ARGS` reading `first` then `rest` from stdin, with one of its actors killed in between: the run
-    cannot end before the kill, and the blocks of `rest` (at least one per actor) reach the lost actor too."""
+    """`localscore ARGS` reading `first` then `rest` from stdin, with one of its `kind` actors killed in between:
+    the run cannot end before the kill (see FEED)."""
     driver = subprocess.Popen([sys.executable, "-m", "localscore", *args], cwd=ROOT, env=env, stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     driver.stdin.write(first)
@@ -278,10 +278,11 @@ def run_feeding(args: list[str], first: bytes, rest: bytes, kind: str, env: dict
     return subprocess.CompletedProcess(driver.args, driver.returncode, stdout.decode(), stderr.decode())
 
 
-# An input of unknown length (stdin) goes to the actors in blocks of 32: four fill the two actors' queues, and two
-# come after the kill, so that the lost actor is sent one. Short records: the runs take little more than their start.
+# An input of unknown length (stdin) goes to the actors in blocks of 32. Fed 40 records, the driver sends the first
+# block to one actor and waits for the second; the kill comes then, and the other 40 make two more blocks, one for
+# each actor, so the lost actor is always sent one. Short records: the runs take little more than their start.
 FEED = [json.dumps({"id": i, "instruction": f"Add {i} and {i}.", "output": f"{2 * i}"}).encode() + b"\n"
-        for i in range(192)]
+        for i in range(80)]
 
 
 @pytest.mark.parametrize("name", ["out.jsonl", "out.parquet"])
@@ -292,14 +293,14 @@ def test_a_lost_actor_is_replaced_and_the_output_is_the_uninterrupted_runs(ray_c
         score_file(src, alone, scorer)
 
     result = run_feeding(["score", "-", "-m", str(model), "--ray", "--actors", "2", "-o", str(out)],
-                         b"".join(FEED[:128]), b"".join(FEED[128:]), "_ScoreActor", _env(tmp_path))
+                         b"".join(FEED[:40]), b"".join(FEED[40:]), "_ScoreActor", _env(tmp_path))
     assert result.returncode == 0, result.stderr
     assert out.read_bytes() == alone.read_bytes()
     # One line per actor (the lost one says so), the summary: localscore's lines only, none of Ray's.
     log = result.stderr.splitlines()
     assert result.stdout == "" and all(line.startswith("localscore: ") for line in log), result.stderr
     assert sum(line.endswith("; lost, and replaced (what it had not finished was redone)") for line in log) == 1
-    assert log[-1].startswith("localscore: 192 records (") and log[-1].endswith("; 1 actor lost and replaced")
+    assert log[-1].startswith("localscore: 80 records (") and log[-1].endswith("; 1 actor lost and replaced")
 
 
 def test_an_actor_killed_by_every_try_at_a_block_ends_the_run_naming_its_records(ray_cluster, records, model,
