@@ -17,3 +17,11 @@ class PoisonedActor(_ScoreActor):
         if any(record.data and record.data.get("id") == "poison" for record in records):
             os.kill(os.getpid(), signal.SIGKILL)
         yield from super()._results(records)
+
+
+class StillbornActor(_ScoreActor):
+    """A scoring actor whose process dies (SIGKILL) while it starts, as one whose node runs out of memory loading
+    the model does."""
+
+    def __init__(self, **options):
+        os.kill(os.getpid(), signal.SIGKILL)

@@ -22,7 +22,7 @@ from localscore import LocalscoreError, ModelError, Scorer
 from localscore.cli import cli
 from localscore.errors import InputError
 from localscore.runs.score import score_file
-from tests.ray_actors import PoisonedActor
+from tests.ray_actors import PoisonedActor, StillbornActor
 from tests.test_formats import write_hub_cache
 
 DATA = Path(__file__).parent / "data"
@@ -320,6 +320,16 @@ def test_an_actor_killed_by_every_try_at_a_block_ends_the_run_naming_its_records
         "Error: 3 Ray actors in turn died working on records 16-20 (out of memory on their nodes, or a crash in "
         "llama.cpp); run those records without Ray to find the one at fault, or leave them out")
     assert _lines(tmp_path / "out.jsonl.partial") == 15 and not out.exists()
+
+
+def test_actors_that_die_while_starting_end_the_run_in_one_line(ray_cluster, jsonl, model, tmp_path, monkeypatch):
+    import localscore.runs.ray as on_ray
+
+    monkeypatch.setattr(on_ray, "_ScoreActor", StillbornActor)
+    with pytest.raises(ModelError) as error:
+        on_ray.score_on_ray(jsonl, tmp_path / "out.jsonl", model_path=model, actors=1)
+    assert str(error.value) == ("3 Ray actors died while starting, loading the model (out of memory on their nodes?); "
+                                "give each actor a node with room for the model, or fewer actors per node")
 
 
 def test_missing_ray_names_the_extra(monkeypatch, jsonl, tmp_path):

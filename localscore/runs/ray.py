@@ -47,10 +47,10 @@ QUEUED_PER_ACTOR = 2
 MAX_READY_ITEMS = 4096
 # A lost actor is charged the block it was working on. Actors that die on the same block time after time are killed
 # by it (a record that needs more memory than a node has, one that crashes llama.cpp): the run stops there, naming
-# its records, rather than losing actor after actor. Actors lost before their model is loaded say the nodes cannot
-# hold it.
+# its records, rather than losing actor after actor. Actors lost while starting (loading the model) say the nodes
+# cannot hold it.
 LOSSES_PER_BLOCK = 3
-LOSSES_LOADING = 3
+LOSSES_STARTING = 3
 
 
 @dataclass
@@ -123,8 +123,8 @@ class _ActorPool:
 
     An actor that is lost (its process killed, its node gone) is replaced by a new one, which takes blocks once its
     model is loaded; the blocks it had not finished go to the others, so the results are those of a run without
-    the loss. Bounded: a block that LOSSES_PER_BLOCK actors died working on, or LOSSES_LOADING actors lost before
-    their model was loaded, ends the run."""
+    the loss. Bounded: a block that LOSSES_PER_BLOCK actors died working on, or LOSSES_STARTING actors lost while
+    starting, ends the run."""
 
     def __init__(self, ray, actor_class: type, size: int, threads: int, stats: dict[str, ActorStats], options: dict):
         self._ray = ray
@@ -137,7 +137,7 @@ class _ActorPool:
         self._pending: deque[_Block] = deque()  # in block order
         self._ready_items = 0
         self._remote = None  # the actor class as Ray runs it
-        self._lost_loading = 0
+        self._lost_starting = 0
         # Ray's kinds of loss: the actor's process or node died (RayActorError), or a finished block's result
         # went with its node (ObjectLostError).
         self._lost = (ray.exceptions.RayActorError, ray.exceptions.ObjectLostError)
@@ -241,19 +241,19 @@ class _ActorPool:
         return values
 
     def _replace(self, member: _Member, working: _Block | None) -> None:
-        """`member` was lost while working on `working` (None: while it was loading): a new actor starts in its
+        """`member` was lost while working on `working` (None: while it was starting): a new actor starts in its
         place, and the blocks it had go to the others."""
         self._ray.kill(member.handle)  # an actor Ray only lost touch with stops too
         try:
             name = self._ray.get(member.named)
         except self._lost as e:
-            # It never loaded its model: the loss says nothing about its blocks.
-            name, working = f"{getattr(e, 'actor_id', None)} (lost while loading its model)", None
-            self._lost_loading += 1
-            if self._lost_loading >= LOSSES_LOADING:
-                raise ModelError(f"{self._lost_loading} Ray actors died while loading the model (out of memory on "
-                                 "their nodes?); give each actor a node with room for the model, or fewer actors "
-                                 "per node") from None
+            # It was lost before it was up (loading its model, mostly): the loss says nothing about its blocks.
+            name, working = f"{getattr(e, 'actor_id', None)} (lost while starting)", None
+            self._lost_starting += 1
+            if self._lost_starting >= LOSSES_STARTING:
+                raise ModelError(f"{self._lost_starting} Ray actors died while starting, loading the model (out of "
+                                 "memory on their nodes?); give each actor a node with room for the model, or fewer "
+                                 "actors per node") from None
         self._stats.setdefault(name, ActorStats()).lost = True
         if working is not None:
             working.losses += 1
