@@ -160,7 +160,7 @@ def _model_run_options(command):
                      help="Layers to offload to Metal/CUDA (default: all when built with GPU support)."),
         _kernels_option,
         click.option("quiet", "-q", "--quiet", is_flag=True, help="No progress and no summary."),
-        click.option("verbose", "-v", "--verbose", is_flag=True, help="Show llama.cpp's log."),
+        click.option("verbose", "-v", "--verbose", is_flag=True, help="Show llama.cpp's log (and Ray's, with --ray)."),
     ]):
         command = option(command)
     return command

@@ -23,6 +23,7 @@ from localscore.cli import cli
 from localscore.forms.provenance import read_provenance
 from tests.conftest import sharegpt_conversations
 from tests.test_promises import cached_vectors, localscore, stop_when, write_jsonl
+from tests.test_ray import run_feeding
 from tests.test_select import deita_filter, scored
 
 ROOT = Path(__file__).parent.parent
@@ -165,6 +166,25 @@ def test_a_killed_embed_on_ray_resumes_to_the_same_bytes(ray_cluster, tmp_path, 
     assert out.read_bytes() == expected.read_bytes()
     reused = int(re.search(r"([\d,]+) from the cache", result.stderr).group(1).replace(",", ""))
     assert reused >= done
+
+
+def test_an_embed_actor_lost_mid_run_is_replaced_with_the_same_bytes(ray_cluster, tmp_path, embedder_gguf):
+    # 80 distinct conversations from stdin, fed as test_ray.FEED is.
+    many = [{"conversations": [{"from": "human", "value": f"{i} + {i}?"}, {"from": "gpt", "value": f"{2 * i}"}]}
+            for i in range(80)]
+    source = write_jsonl(tmp_path / "many.jsonl", many)
+    expected, out = tmp_path / "single.npy", tmp_path / "out.npy"
+    _embed_here(source, expected, embedder_gguf, tmp_path / "single-cache")
+    lines = source.read_bytes().splitlines(keepends=True)
+    result = run_feeding(["embed", "-", "-m", str(embedder_gguf), "--ray", "--actors", "2", "-o", str(out)],
+                         b"".join(lines[:40]), b"".join(lines[40:]), "_EmbedActor", _env(tmp_path / "cache"))
+    assert result.returncode == 0, result.stderr
+    assert out.read_bytes() == expected.read_bytes()
+    log = result.stderr.splitlines()
+    assert all(line.startswith("localscore: ") for line in log), result.stderr
+    assert sum(line.endswith("; lost, and replaced (what it had not finished was redone)") for line in log) == 1
+    assert re.fullmatch(r"localscore: 80 records in [\d.]+ s: 80 embedded .*, 0 from the cache, 0 errored.*",
+                        log[-1])
 
 
 def test_select_on_ray_picks_the_sequential_walks_records(ray_cluster, tmp_path, single, pool, embedder_gguf):

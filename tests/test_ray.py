@@ -22,6 +22,7 @@ from localscore import LocalscoreError, ModelError, Scorer
 from localscore.cli import cli
 from localscore.errors import InputError
 from localscore.runs.score import score_file
+from tests.ray_actors import PoisonedActor, StillbornActor
 from tests.test_formats import write_hub_cache
 
 DATA = Path(__file__).parent / "data"
@@ -244,6 +245,95 @@ def _lines(path: Path) -> int:
         return path.read_bytes().count(b"\n")
     except FileNotFoundError:
         return 0
+
+
+def kill_an_actor(kind: str) -> int:
+    """SIGKILL one of this session's `kind` actors (a child of the raylet this process started) that has loaded its
+    model, as a preempted node or the OOM killer would; its pid."""
+    # The titles Ray gives an actor past its constructor (which loads the model): idle, or running a method.
+    loaded = {f"ray::{kind}{method}".encode() for method in ("", ".name", ".work")}
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        for pid in (int(name) for name in os.listdir("/proc") if name.isdigit()):
+            try:
+                title = Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0")
+                if title in loaded and _parent(_parent(pid)) == os.getpid():
+                    os.kill(pid, signal.SIGKILL)
+                    return pid
+            except (FileNotFoundError, ProcessLookupError):
+                continue
+        time.sleep(0.01)
+    raise AssertionError(f"no {kind} actor came up")
+
+
+def _parent(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def run_feeding(args: list[str], first: bytes, rest: bytes, kind: str, env: dict) -> subprocess.CompletedProcess:
+    """`localscore ARGS` reading `first` then `rest` from stdin, with one of its `kind` actors killed in between:
+    the run cannot end before the kill (see FEED)."""
+    driver = subprocess.Popen([sys.executable, "-m", "localscore", *args], cwd=ROOT, env=env, stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    driver.stdin.write(first)
+    driver.stdin.flush()
+    kill_an_actor(kind)
+    stdout, stderr = driver.communicate(rest, timeout=300)
+    return subprocess.CompletedProcess(driver.args, driver.returncode, stdout.decode(), stderr.decode())
+
+
+# An input of unknown length (stdin) goes to the actors in blocks of 32. Fed 40 records, the driver sends the first
+# block to one actor and waits for the second; the kill comes then, and the other 40 make two more blocks, one for
+# each actor, so the lost actor is always sent one. Short records: the runs take little more than their start.
+FEED = [json.dumps({"id": i, "instruction": f"Add {i} and {i}.", "output": f"{2 * i}"}).encode() + b"\n"
+        for i in range(80)]
+
+
+@pytest.mark.parametrize("name", ["out.jsonl", "out.parquet"])
+def test_a_lost_actor_is_replaced_and_the_output_is_the_uninterrupted_runs(ray_cluster, model, tmp_path, name):
+    src, alone, out = tmp_path / "in.jsonl", tmp_path / f"alone-{name}", tmp_path / name
+    src.write_bytes(b"".join(FEED))
+    with Scorer.from_path(model, threads=1) as scorer:
+        score_file(src, alone, scorer)
+
+    result = run_feeding(["score", "-", "-m", str(model), "--ray", "--actors", "2", "-o", str(out)],
+                         b"".join(FEED[:40]), b"".join(FEED[40:]), "_ScoreActor", _env(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert out.read_bytes() == alone.read_bytes()
+    # One line per actor (the lost one says so), the summary: localscore's lines only, none of Ray's.
+    log = result.stderr.splitlines()
+    assert result.stdout == "" and all(line.startswith("localscore: ") for line in log), result.stderr
+    assert sum(line.endswith("; lost, and replaced (what it had not finished was redone)") for line in log) == 1
+    assert log[-1].startswith("localscore: 80 records (") and log[-1].endswith("; 1 actor lost and replaced")
+
+
+def test_an_actor_killed_by_every_try_at_a_block_ends_the_run_naming_its_records(ray_cluster, records, model,
+                                                                                tmp_path, monkeypatch):
+    import localscore.runs.ray as on_ray
+
+    src = tmp_path / "in.jsonl"
+    poisoned = [{**record, "id": "poison"} if i == 19 else record for i, record in enumerate(records)]
+    src.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in poisoned), encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    monkeypatch.setattr(on_ray, "_ScoreActor", PoisonedActor)
+    result = CliRunner().invoke(cli, ["score", str(src), "-m", str(model), "--ray", "--actors", "2", "-o", str(out)],
+                                catch_exceptions=False)
+    assert result.exit_code == 1
+    # 40 records in blocks of 5: the poisoned one is record 20, in the fourth block; the three before it are kept.
+    assert result.stderr.splitlines()[-1] == (
+        "Error: 3 Ray actors in turn died working on records 16-20 (out of memory on their nodes, or a crash in "
+        "llama.cpp); run those records without Ray to find the one at fault, or leave them out")
+    assert _lines(tmp_path / "out.jsonl.partial") == 15 and not out.exists()
+
+
+def test_actors_that_die_while_starting_end_the_run_in_one_line(ray_cluster, jsonl, model, tmp_path, monkeypatch):
+    import localscore.runs.ray as on_ray
+
+    monkeypatch.setattr(on_ray, "_ScoreActor", StillbornActor)
+    with pytest.raises(ModelError) as error:
+        on_ray.score_on_ray(jsonl, tmp_path / "out.jsonl", model_path=model, actors=1)
+    assert str(error.value) == ("3 Ray actors died while starting, loading the model (out of memory on their nodes?); "
+                                "give each actor a node with room for the model, or fewer actors per node")
 
 
 def test_missing_ray_names_the_extra(monkeypatch, jsonl, tmp_path):

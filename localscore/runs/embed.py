@@ -78,7 +78,7 @@ def embed_file(source: str | os.PathLike | BinaryIO, output: str | os.PathLike, 
         out.begin(Provenance((embedding.made(),)))
         cached = CachedEmbeddings(embedding, cache)
         try:
-            for job in cached.jobs(map(turns_of, records), records.count):
+            for job in cached.jobs(((record.number, turns_of(record)) for record in records), records.count):
                 summary.records += 1
                 summary.errored += job.ids is None
                 out.write(job.vector)

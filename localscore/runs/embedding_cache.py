@@ -79,16 +79,17 @@ class CachedEmbeddings:
         self.tokens = 0  # tokens of the conversations computed
         self.ahead = 0  # computed ahead of a consumer that stopped early (see finish)
 
-    def jobs(self, conversations: Iterable[Sequence[tuple[str, str]] | None],
+    def jobs(self, conversations: Iterable[tuple[int | None, Sequence[tuple[str, str]] | None]],
              count: int | None = None) -> Iterator[Job]:
-        """One job per conversation ((instruction, response) turns; None: a record that cannot be embedded, whose
-        vector is a row of NaN), in order, each with its vector. `count`: how many conversations, where known."""
-        for job in self.embedding.step.map(map(self._job, conversations), count):
+        """One job per conversation (its record's number, and its (instruction, response) turns; None: a record
+        that cannot be embedded, whose vector is a row of NaN), in order, each with its vector. `count`: how many
+        conversations, where known."""
+        for job in self.embedding.step.map((self._job(*conversation) for conversation in conversations), count):
             self._count(job)
             yield job
 
     def vector(self, turns: Sequence[tuple[str, str]]) -> np.ndarray:
-        return next(self.jobs([turns])).vector
+        return next(self.jobs([(None, turns)])).vector
 
     def finish(self) -> None:
         """The consumer stopped: what the step computed ahead goes into the cache too (a rerun with a larger budget
@@ -98,13 +99,13 @@ class CachedEmbeddings:
                 self._count(job)
                 self.ahead += 1
 
-    def _job(self, turns: Sequence[tuple[str, str]] | None) -> Job:
+    def _job(self, number: int | None, turns: Sequence[tuple[str, str]] | None) -> Job:
         vocab = self.embedding.vocab
         if turns is None:
-            return Job(None, np.full(vocab.n_embd, np.nan, dtype=np.float32))
+            return Job(None, np.full(vocab.n_embd, np.nan, dtype=np.float32), number=number)
         ids = vocab.ids(turns)
         vector = self.cache.get(ids)
-        return Job(ids, vector if vector is not None and len(vector) == vocab.n_embd else None)
+        return Job(ids, vector if vector is not None and len(vector) == vocab.n_embd else None, number=number)
 
     def _count(self, job: Job) -> None:
         if job.computed:

@@ -24,6 +24,7 @@ class Job:
     ids: list[int] | None  # what to embed; None: the record cannot be embedded (its vector is a NaN row)
     vector: np.ndarray | None = None  # set once known: from the cache, a NaN row, or computed by the step
     computed: bool = False  # whether the step computed `vector`
+    number: int | None = None  # the input record it embeds, where it has one: what an error about it names
 
 
 class EmbedStep(Protocol):

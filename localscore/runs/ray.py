@@ -46,12 +46,18 @@ QUEUED_PER_ACTOR = 2
 # Items (conversations) of ready blocks (nothing to send: all cached) read ahead while a block is in flight: at 7B
 # width, 4096 vectors are 64 MB.
 MAX_READY_ITEMS = 4096
+# A lost actor is charged the block it was working on. Actors that die on the same block time after time are killed
+# by it (a record that needs more memory than a node has, one that crashes llama.cpp): the run stops there, naming
+# its records, rather than losing actor after actor. Actors lost while starting (loading the model) say the nodes
+# cannot hold it.
+LOSSES_PER_BLOCK = 3
+LOSSES_STARTING = 3
 
 
 @dataclass
 class ActorStats:
     """What one actor did: records (scored, or embedded) and their tokens, the wall and CPU seconds spent on them
-    (CPU time tells a slow node from a busy one), its peak memory."""
+    (CPU time tells a slow node from a busy one), its peak memory, and whether it was lost (and replaced)."""
 
     records: int = 0
     tokens: int = 0
@@ -59,16 +65,22 @@ class ActorStats:
     cpu_seconds: float = 0.0
     peak_rss_mb: float = 0.0
     ran: dict | None = None  # what ran its model (llama.Model.setup), for the output's record
+    lost: bool = False
 
     def line(self, name: str) -> str:
         tps = self.tokens / self.seconds if self.seconds > 0 else 0.0
+        lost = "; lost, and replaced (what it had not finished was redone)" if self.lost else ""
         return (f"actor {name}: {self.records:,} records, {self.tokens:,} tokens in {self.seconds:.1f} s of work, "
-                f"{tps:,.0f} tokens/s, peak RSS {self.peak_rss_mb:,.0f} MB")
+                f"{tps:,.0f} tokens/s, peak RSS {self.peak_rss_mb:,.0f} MB{lost}")
 
 
 @dataclass
 class RaySummary(Summary):
     actors: dict[str, ActorStats] = field(default_factory=dict)  # "host:pid" -> its work
+
+    def line(self) -> str:
+        lost = sum(actor.lost for actor in self.actors.values())
+        return super().line() + (f"; {lost:,} {'actor' if lost == 1 else 'actors'} lost and replaced" if lost else "")
 
     def lines(self) -> list[str]:
         return [*(actor.line(name) for name, actor in self.actors.items()), self.line()]
@@ -135,7 +147,12 @@ def _node_scoring_identity(model_path: str | os.PathLike | None, settings: dict)
 class _ActorPool:
     """Ray actors of one kind (`actor_class`, each holding one loaded model) doing blocks of work: each block's
     results come back in block order, with at most QUEUED_PER_ACTOR blocks per actor in flight. A block with
-    nothing to send is ready at once, in its place."""
+    nothing to send is ready at once, in its place.
+
+    An actor that is lost (its process killed, its node gone) is replaced by a new one, which takes blocks once its
+    model is loaded; the blocks it had not finished go to the others, so the results are those of a run without
+    the loss. Bounded: a block that LOSSES_PER_BLOCK actors died working on, or LOSSES_STARTING actors lost while
+    starting, ends the run."""
 
     def __init__(self, ray, actor_class: type, size: int, threads: int, stats: dict[str, ActorStats], options: dict):
         self._ray = ray
@@ -144,57 +161,100 @@ class _ActorPool:
         self._threads = threads
         self._stats = stats
         self._options = options
-        self._actors: list = []
-        self._pending: deque = deque()  # (block, result ref or None, actor index), in block order
+        self._members: list[_Member] = []
+        self._pending: deque[_Block] = deque()  # in block order
         self._ready_items = 0
-        self._queued: list[int] = []
+        self._remote = None  # the actor class as Ray runs it
+        self._lost_starting = 0
+        # Ray's kinds of loss: the actor's process or node died (RayActorError), or a finished block's result
+        # went with its node (ObjectLostError).
+        self._lost = (ray.exceptions.RayActorError, ray.exceptions.ObjectLostError)
 
     def map(self, blocks: Iterator[B], payload: Callable[[B], list]) -> Iterator[tuple[B, list]]:
         """(block, results of `payload(block)` from an actor) for each block, in order."""
-        if not self._actors:
+        if not self._members:
             # The actors start only now, once the input is open and the output checked: a bad one costs no load.
-            actor = self._ray.remote(num_cpus=self._threads)(self._actor_class)
-            self._actors = [actor.remote(**self._options) for _ in range(self._size)]
-            self._queued = [0] * self._size
+            self._remote = self._ray.remote(num_cpus=self._threads)(self._actor_class)
+            # The first actors take blocks at once: they wait in Ray's queue while the model loads.
+            self._members = [self._start(joined=True) for _ in range(self._size)]
         self._fill(blocks, payload)
         while self._pending:
-            block, ref, index = self._pending.popleft()
-            results = self._get(ref, index)
-            if ref is None:
-                self._ready_items -= len(block)
+            block = self._pending[0]
+            results = self._results(block)
+            self._pending.popleft()
+            if not block.work:
+                self._ready_items -= len(block.items)
             self._fill(blocks, payload)
-            yield block, results
+            yield block.items, results
 
     def drain(self) -> list[tuple[B, list]]:
         """Wait for the blocks in flight that `map` did not yield, and return them with their results."""
         drained = []
         while self._pending:
-            block, ref, index = self._pending.popleft()
-            drained.append((block, self._get(ref, index)))
+            block = self._pending[0]
+            drained.append((block.items, self._results(block)))
+            self._pending.popleft()
         self._ready_items = 0
         return drained
 
     def _fill(self, blocks: Iterator[B], payload: Callable[[B], list]) -> None:
         # Blocks that are ready at once (nothing to send) are read ahead too, up to a bound, so a long stretch of
         # them never keeps the actors waiting.
-        while sum(self._queued) < QUEUED_PER_ACTOR * self._size and self._ready_items < MAX_READY_ITEMS:
-            block = next(blocks, None)
-            if block is None:
+        while (sum(member.queued for member in self._members) < QUEUED_PER_ACTOR * self._size
+               and self._ready_items < MAX_READY_ITEMS):
+            items = next(blocks, None)
+            if items is None:
                 return
-            work = payload(block)
-            if not work:
-                self._pending.append((block, None, None))
-                self._ready_items += len(block)
-                continue
-            index = min(range(self._size), key=self._queued.__getitem__)
-            self._pending.append((block, self._actors[index].work.remote(work), index))
-            self._queued[index] += 1
+            block = _Block(items, payload(items))
+            self._pending.append(block)
+            if block.work:
+                self._submit(block)
+            else:
+                self._ready_items += len(items)
 
-    def _get(self, ref, index: int | None) -> list:
-        if ref is None:
+    def _start(self, joined: bool) -> _Member:
+        handle = self._remote.remote(**self._options)
+        return _Member(handle, handle.name.remote(), joined)
+
+    def _submit(self, block: _Block) -> None:
+        member = self._choose()
+        block.member, block.ref = member, member.handle.work.remote(block.work)
+        member.queued += 1
+
+    def _choose(self) -> _Member:
+        """The actor with the fewest blocks queued, among those taking blocks."""
+        while True:
+            for member in [m for m in self._members if not m.joined]:
+                ready, _ = self._ray.wait([member.named], timeout=0)
+                if ready:
+                    self._join(member)
+            joined = [member for member in self._members if member.joined]
+            if joined:
+                return min(joined, key=lambda member: member.queued)
+            # Every actor was lost: the blocks wait until a replacement has loaded its model.
+            self._ray.wait([member.named for member in self._members], num_returns=1)
+
+    def _join(self, member: _Member) -> None:
+        try:
+            self._ray.get(member.named)
+        except self._lost as e:
+            _raise_if_bug(e)
+            self._replace(member, None)
+            return
+        member.joined = True
+
+    def _results(self, block: _Block) -> list:
+        if not block.work:
             return []
-        failure, results = self._ray.get(ref)
-        self._queued[index] -= 1
+        while True:
+            try:
+                failure, results = self._ray.get(block.ref)
+                break
+            except self._lost as e:
+                _raise_if_bug(e)
+                # The block at the head is the oldest one its actor had: the one it was working on.
+                self._replace(block.member, block)
+        block.member.queued -= 1
         if failure is not None:
             raise ModelError(failure[0], options=failure[1])
         values = []
@@ -209,12 +269,79 @@ class _ActorPool:
             values.append(value)
         return values
 
+    def _replace(self, member: _Member, working: _Block | None) -> None:
+        """`member` was lost while working on `working` (None: while it was starting): a new actor starts in its
+        place, and the blocks it had go to the others."""
+        self._ray.kill(member.handle)  # an actor Ray only lost touch with stops too
+        try:
+            name = self._ray.get(member.named)
+        except self._lost as e:
+            # It was lost before it was up (loading its model, mostly): the loss says nothing about its blocks.
+            name, working = f"{getattr(e, 'actor_id', None)} (lost while starting)", None
+            self._lost_starting += 1
+            if self._lost_starting >= LOSSES_STARTING:
+                raise ModelError(f"{self._lost_starting} Ray actors died while starting, loading the model (out of "
+                                 "memory on their nodes?); give each actor a node with room for the model, or fewer "
+                                 "actors per node") from None
+        self._stats.setdefault(name, ActorStats()).lost = True
+        if working is not None:
+            working.losses += 1
+            if working.losses >= LOSSES_PER_BLOCK:
+                raise InputError(f"{working.losses} Ray actors in turn died working on {_records(working.items)} "
+                                 "(out of memory on their nodes, or a crash in llama.cpp); run those records "
+                                 "without Ray to find the one at fault, or leave them out")
+        self._members[self._members.index(member)] = self._start(joined=False)
+        for block in self._pending:
+            if block.member is member:
+                self._submit(block)
+
     def close(self) -> None:
-        for actor in self._actors:
-            self._ray.kill(actor)
-        self._actors = []
+        for member in self._members:
+            self._ray.kill(member.handle)
+        self._members = []
         self._pending.clear()
         self._ready_items = 0
+
+
+@dataclass(eq=False)
+class _Member:
+    """One actor of a pool: its handle, the reply to its first call, and the blocks queued on it."""
+
+    handle: object
+    named: object  # -> "host:pid", once the actor is up: its model loaded
+    joined: bool  # whether it takes blocks
+    queued: int = 0
+
+
+@dataclass(eq=False)
+class _Block:
+    """A block of work on its way through a pool."""
+
+    items: list  # as `map` was given it
+    work: list  # what an actor computes (payload(items)); empty: ready at once
+    member: _Member | None = None  # the actor working on it
+    ref: object = None  # its results, to come
+    losses: int = 0  # actors lost while working on it
+
+
+def _raise_if_bug(error: Exception) -> None:
+    """An actor whose class failed to import or whose constructor raised is a bug, not a loss: it keeps its
+    traceback."""
+    if getattr(error, "actor_init_failed", False):
+        raise error
+
+
+def _records(items: list) -> str:
+    """The input records of a block (records or jobs, each with its record number), as runs: "records 3, 7-9"."""
+    numbers = [item.number for item in items]
+    runs = []
+    for number in numbers:
+        if runs and number == runs[-1][1] + 1:
+            runs[-1][1] = number
+        else:
+            runs.append([number, number])
+    spans = ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
+    return f"record {spans}" if len(numbers) == 1 else f"records {spans}"
 
 
 class _Actor:
@@ -222,7 +349,7 @@ class _Actor:
     cost. A model the actor cannot load is reported with the first call, as the one-line error it is."""
 
     def __init__(self, **options):
-        self.name = f"{socket.gethostname()}:{os.getpid()}"
+        self._name = f"{socket.gethostname()}:{os.getpid()}"
         self.failure: tuple[str, tuple[str, ...]] | None = None
         try:
             self._load(**options)
@@ -230,6 +357,9 @@ class _Actor:
             # Ray wraps what an actor raises in its own error; the reason travels as data, and the driver raises
             # it as the one-line error it is.
             self.failure = (f"on {socket.gethostname()}: {e.template}", e.options)
+
+    def name(self) -> str:
+        return self._name
 
     def _load(self, **options) -> None:
         raise NotImplementedError
@@ -245,7 +375,7 @@ class _Actor:
         clock, cpu = time.perf_counter(), time.process_time()
         for value, tokens in self._results(items):
             now, now_cpu = time.perf_counter(), time.process_time()
-            results.append((value, {"actor": self.name, "tokens": tokens, "seconds": now - clock,
+            results.append((value, {"actor": self._name, "tokens": tokens, "seconds": now - clock,
                                     "cpu_seconds": now_cpu - cpu, "rss_mb": _peak_rss_mb(), "ran": self.ran}))
             clock, cpu = now, now_cpu
         return None, results
@@ -354,7 +484,14 @@ def _connect(verbose: bool, actors: int, threads: int):
     if actors < 1 or threads < 1:
         raise InputError(f"actors and threads must be at least 1, got {actors} and {threads}")
     if not ray.is_initialized():
-        ray.init(logging_level=logging.INFO if verbose else logging.WARNING)
+        ray.init(logging_level=logging.INFO if verbose else logging.ERROR, log_to_driver=verbose)
+        if not verbose:
+            # Ray prints the raylet's notices (a worker that died, with its paragraph of likely causes) from a
+            # thread of its own, to stdout, whatever log_to_driver says: the output, when that is stdout. This
+            # switch, which Ray's own debugger turns, is the one place that quiets them.
+            from ray._private import worker
+
+            worker._worker_logs_enabled = False
     return ray
 
 

@@ -133,7 +133,8 @@ def _lazy_selection(records: list[Record], order: np.ndarray, embedding: Embeddi
     report(0, None, 0)
     with EmbeddingCache(embedding.vocab.fingerprint, cache_path) as cache:
         cached = CachedEmbeddings(embedding, cache)
-        stream = cached.jobs(turns_of(records[index]) for index in order)  # a NaN row where there are no turns
+        # One job per candidate, in score order (a NaN row where there are no turns).
+        stream = cached.jobs((records[index].number, turns_of(records[index])) for index in order)
         position = 0
 
         def vectors(indices: np.ndarray) -> np.ndarray:
