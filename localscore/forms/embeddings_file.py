@@ -18,7 +18,7 @@ DTYPE = np.dtype("<f4")
 # Room for any shape's header (the dict is ~70 characters); a multiple of 64 keeps the rows aligned.
 _HEADER_BYTES = 128
 # What to do after a full disk: the vectors computed so far are in the embedding cache.
-_AGAIN = "run the same command again (computed embeddings are cached)"
+RUN_AGAIN = "run the same command again (computed embeddings are cached)"
 
 
 class EmbeddingsWriter:
@@ -37,7 +37,7 @@ class EmbeddingsWriter:
         self._lock = OutputLock(self.path).acquire()
         try:
             self._sink = Sink.open(self.path.with_name(self.path.name + ".partial"),
-                                   os.O_WRONLY | os.O_CREAT | os.O_TRUNC, resumable=False, advice=_AGAIN)
+                                   os.O_WRONLY | os.O_CREAT | os.O_TRUNC, resumable=False, advice=RUN_AGAIN)
             self._sink.write(_header(0, dim))
         except BaseException:
             self.close()
