@@ -326,7 +326,7 @@ def test_hub_dataset_revision_and_config_from_an_offline_cache(tmp_path, hub_cac
 @pytest.mark.parametrize("threshold, code, message", [
     ("-0.1", 2, "Error: Invalid value for '--threshold': -0.1 is not in the range 0<=x<=1."),
     ("1.5", 2, "Error: Invalid value for '--threshold': 1.5 is not in the range 0<=x<=1."),
-    ("nan", 1, "Error: threshold must be between 0 and 1, got nan"),  # passes click's range, not select's
+    ("nan", 2, "Error: --threshold must be between 0 and 1, got nan"),  # passes click's range, not select's
 ])
 def test_select_refuses_a_threshold_outside_0_to_1(tmp_path, threshold, code, message):
     source = write_jsonl(tmp_path / "in.jsonl", [{"instruction": "a", "output": "b", "quality_score": 1.0,
@@ -345,7 +345,7 @@ def test_select_api_refuses_a_threshold_outside_0_to_1(tmp_path):
 
     np.save(tmp_path / "emb.npy", np.ones((1, 4), dtype=np.float32))
     for threshold in (-0.1, 1.5, float("nan")):
-        with pytest.raises(InputError, match=rf"^threshold must be between 0 and 1, got {threshold}$"):
+        with pytest.raises(InputError, match=rf"^'threshold' must be between 0 and 1, got {threshold}$"):
             select_file(tmp_path / "in.jsonl", None, budget=1, threshold=threshold,
                         embeddings=tmp_path / "emb.npy")
 

@@ -12,7 +12,7 @@ from typing import Sequence
 
 import llama_cpp
 
-from ..errors import ModelError
+from ..errors import ModelError, check_range
 from .kernels import KernelChoice, choose, require_llama_cpp
 from .log import LlamaLog
 
@@ -46,6 +46,11 @@ def read_file_type(path: Path, log: LlamaLog) -> str:
         return _file_type_name(int(buf.value)) if n >= 0 and buf.value.isdigit() else "unknown"
     finally:
         llama_cpp.llama_model_free(header)
+
+
+def available_cpus() -> int:
+    """Logical CPUs this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def physical_cores() -> int:
@@ -96,6 +101,8 @@ class Model:
         self.path = Path(path)
         if not self.path.is_file():
             raise ModelError(f"model file {self.path} does not exist; convert one with `localscore convert`")
+        if n_threads is not None:  # llama.cpp's thread pool crashes far past that
+            check_range("threads", n_threads, 1, available_cpus(), why="the CPUs this process may run on")
         require_llama_cpp()
         llama_cpp.llama_backend_init()
         mparams = llama_cpp.llama_model_default_params()
