@@ -25,8 +25,8 @@ class Scorer:
         if pack < 1 or pack > engine.n_seq_max - 1:
             raise InputError(f"pack must be between 1 and {engine.n_seq_max - 1}, got {pack}")
         # Below this, the head alone may not fit the engine's batch, and no long record could be scored.
-        check_range("ctx", engine.n_ctx, smallest_context(template, engine),
-                    why=f"a {template.name} prompt cut to fit: its fixed text and {MIN_FIELD_TOKENS} tokens of each field")
+        check_range("ctx", engine.n_ctx, smallest_context(template, engine), why=f"a {template.name} prompt cut to "
+                    f"fit: its fixed text and {MIN_FIELD_TOKENS} tokens of each field")
         self.engine = engine
         self.template = template
         self.too_long = too_long
