@@ -22,7 +22,7 @@ INDEX_SUFFIX = ".index.json"
 
 def list_tensors(folder: Path) -> dict[str, TensorRef]:
     """Every tensor of the checkpoint in `folder`, by Hugging Face name, checked but not read."""
-    files, index = _weight_files(folder)
+    files, _, index = _weight_files(folder)
     refs: dict[str, TensorRef] = {}
     for path in files:
         reader = safetensors_file if path.suffix == ".safetensors" else torch_file
@@ -40,8 +40,14 @@ def list_tensors(folder: Path) -> dict[str, TensorRef]:
     return refs
 
 
-def _weight_files(folder: Path) -> tuple[list[Path], dict[str, str]]:
-    """The weight files to read and, for a sharded checkpoint, its index (tensor name -> file name)."""
+def weight_files(folder: Path) -> list[Path]:
+    """Every file `list_tensors` reads: the weight files and, for a sharded checkpoint, its index."""
+    files, index_path, _ = _weight_files(folder)
+    return files if index_path is None else [*files, index_path]
+
+
+def _weight_files(folder: Path) -> tuple[list[Path], Path | None, dict[str, str]]:
+    """The weight files to read and, for a sharded checkpoint, its index file and map (tensor name -> file name)."""
     for single in WEIGHT_FILES:
         index_path = folder / (single + INDEX_SUFFIX)
         if index_path.is_file():
@@ -52,9 +58,9 @@ def _weight_files(folder: Path) -> tuple[list[Path], dict[str, str]]:
                     raise ConversionError(
                         f"{index_path.name} names {path.name}, which is missing from {folder}; download it"
                     )
-            return files, weight_map
+            return files, index_path, weight_map
         if (folder / single).is_file():
-            return [folder / single], {}
+            return [folder / single], None, {}
     names = ", ".join(f"{single} or {single}{INDEX_SUFFIX}" for single in WEIGHT_FILES)
     raise ConversionError(f"{folder} has no weights ({names}); download the checkpoint's weight files into it")
 

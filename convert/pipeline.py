@@ -51,6 +51,7 @@ def run(source_name: str, output: Path, quant: str, log: Callable[[str], None]) 
     if output.is_dir():
         raise ConversionError(f"{output} is a folder; give the .gguf file to write, e.g. {output / 'model.gguf'}")
     folder = source.resolve(source_name)
+    source.check_output(output, folder)
     config = _read_config(folder)
     params = LlamaParams.from_hf_config(config)
     model = _Model(source_name, folder, params, load_vocab(folder, config, params.vocab_size),

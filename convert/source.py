@@ -5,12 +5,15 @@ Hub access goes through huggingface_hub, so its cache (HF_HUB_CACHE), HF_HUB_OFF
 
 from __future__ import annotations
 
+import os
 import re
+from fnmatch import fnmatch
 from pathlib import Path
 
 from huggingface_hub import snapshot_download
 from huggingface_hub.utils import HfHubHTTPError, HFValidationError, LocalEntryNotFoundError, RepositoryNotFoundError
 
+from convert.checkpoint import weight_files
 from localscore.errors import ConversionError
 
 REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
@@ -61,3 +64,26 @@ def _snapshot(repo: str, patterns: list[str]) -> Path:
     except (HfHubHTTPError, HFValidationError) as error:
         first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise ConversionError(f"{repo}: download from the Hugging Face Hub failed ({first_line})") from None
+
+
+def check_output(output: Path, folder: Path) -> None:
+    """Refuse an `output` that would replace a file of the checkpoint in `folder`: one the conversion reads, through
+    whatever path, symbolic or hard link names it, or any name a checkpoint's files take inside that folder (a
+    `model.safetensors` written beside `.bin` weights would be read instead of them next time)."""
+    read = [folder / name for name in METADATA if (folder / name).is_file()] + weight_files(folder)
+    for path in read:
+        if _same(output, path):
+            shown = f"{output} is {path}," if os.path.abspath(output) != os.path.abspath(path) else f"{output} is"
+            raise ConversionError(f"{shown} a file of the checkpoint being converted; give another output file")
+    names = [*METADATA, *SAFETENSORS, *PYTORCH_BIN, *(path.name for path in read)]
+    if _same(output.parent, folder) and any(fnmatch(output.name, name) for name in names):
+        raise ConversionError(f"{output} would take a checkpoint file's name ({output.name}) in the checkpoint folder "
+                              f"{folder}; give another output file")
+
+
+def _same(a: Path, b: Path) -> bool:
+    """Whether `a` and `b` are one file or folder, however each is reached (a missing `a` is none)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False

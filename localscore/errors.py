@@ -6,6 +6,7 @@ parameter name (`'resume'`), the CLI spells it as its own flag (`--resume`)."""
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Callable, Iterable
 
@@ -52,3 +53,14 @@ class OutputError(LocalscoreError):
 
 class OutputClosed(LocalscoreError):
     """The reader of the output went away (`localscore score ... | head`): the CLI ends quietly, like a Unix tool."""
+
+
+def check_range(name: str, value: float, low: float | None = None, high: float | None = None, *,
+                why: str = "") -> None:
+    """Refuse the option `name` when `value` is below `low` or above `high` (or NaN), naming the values that work
+    and, in `why`, what sets them."""
+    if not math.isnan(value) and (low is None or value >= low) and (high is None or value <= high):
+        return
+    span = (f"between {low:g} and {high:g}" if low is not None and high is not None
+            else f"at least {low:g}" if low is not None else f"at most {high:g}")
+    raise UsageError(f"{{{name}}} must be {span}, got {value}{f' ({why})' if why else ''}", options=[name])

@@ -215,6 +215,63 @@ def test_user_errors_are_one_line(tmp_path, model):
         assert result.output.strip().count("\n") <= 3  # click usage lines at most, never a traceback
 
 
+# --- option values at their edges, hub URIs that name nothing: one line, before any work ---------------------------
+
+LONG = {"instruction": "Explain this. " * 300, "output": "Because. " * 300}
+
+
+def usage_error(result) -> str:
+    """The error line of a usage error (click prints the usage first); never a traceback."""
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    return result.output.splitlines()[-1]
+
+
+@pytest.mark.parametrize("scorer, smallest", [("quality", 174), ("complexity", 98)])
+def test_a_context_too_small_for_the_prompt_names_the_smallest_that_works(model, scorer, smallest):
+    """174 and 98 in the Llama vocabulary: each template's fixed text and 64 tokens of each field it fills around
+    the cut marker (cut prompts of real records measure 168-172 and 95-97 tokens)."""
+    record = json.dumps(LONG) + "\n"
+    for ctx in (16, smallest - 1):
+        refused = run("score", "-", "-m", model, "-s", scorer, "--ctx", ctx, input=record)
+        assert usage_error(refused) == (f"Error: --ctx must be at least {smallest}, got {ctx} (a {scorer} prompt cut "
+                                        "to fit: its fixed text and 64 tokens of each field)")
+    fits = run("score", "-", "-m", model, "-s", scorer, "--ctx", smallest, "-q", input=record)
+    assert fits.exit_code == 0, fits.output
+    assert lines(fits.stdout)[0][f"{scorer}_truncated"] is True
+
+
+def test_a_context_past_the_trained_one_is_refused(model):
+    result = run("score", "-", "-m", model, "--ctx", 2049, input="")  # the tiny model's trained context is 2048
+    assert usage_error(result) == "Error: --ctx must be at most 2048, got 2049 (the context the model was trained on)"
+
+
+def test_more_threads_than_cpus_is_refused(model):
+    cpus = len(os.sched_getaffinity(0))
+    result = run("score", "-", "-m", model, "--threads", 100_000, input="")  # llama.cpp crashes there
+    assert usage_error(result) == (f"Error: --threads must be between 1 and {cpus}, got 100000 (the CPUs this "
+                                   "process may run on)")
+
+
+def test_a_negative_seed_is_refused(tmp_path, model):
+    data = tmp_path / "data.jsonl"
+    data.write_text(json.dumps({"instruction": "Name a colour.", "output": "Blue."}) + "\n")
+    result = run("compare", model, model, data, "--sample", 1, "--seed", -1)
+    assert usage_error(result) == "Error: --seed must be at least 0, got -1"
+
+
+@pytest.mark.parametrize("uri", ["hf://datasets/", "hf://datasets/org", "hf://datasets/org/", "hf://datasets/org/a/b",
+                                 "hf://datasets/org/na--me", "hf://datasets/org/name@", "hf://models/org/name",
+                                 "hf://org/name"])
+@pytest.mark.parametrize("command", ["score", "embed", "select"])
+def test_a_hub_uri_that_names_no_dataset_is_one_line_before_any_model_loads(tmp_path, uri, command):
+    missing = tmp_path / "never-loaded.gguf"  # were the model loaded first, this would be the error
+    extra = {"score": [], "embed": ["-o", tmp_path / "e.npy"], "select": ["-k", 1]}[command]
+    result = run(command, uri, "-m", missing, *extra)
+    assert result.exit_code == 1
+    assert result.output == (f"Error: {uri} names no hub dataset; give hf://datasets/ORG/NAME or "
+                             "hf://datasets/ORG/NAME@REVISION\n")
+
+
 def _localscore(*args: str, env: dict, input: str = "") -> subprocess.CompletedProcess:
     """A real process: environment read at start-up (huggingface_hub reads HF_HUB_* once, on import)."""
     return subprocess.run([sys.executable, "-m", "localscore", *map(str, args)], input=input, env={**os.environ, **env},

@@ -18,13 +18,16 @@ import numpy as np
 import pytest
 import sentencepiece
 import torch
+from click.testing import CliRunner
 
 from convert import QUANT_TYPES, convert, gguf_file
 from convert.checkpoint import list_tensors
 from convert.llama import LlamaParams, plan_tensors, rotary_row_order
 from convert.pipeline import FLOAT_TYPES
 from convert.quantize import FTYPES, quantize
+from convert.source import check_output
 from convert.tensor import DType
+from localscore.cli import cli
 from localscore.errors import ConversionError
 from tests.checkpoints import TINY, TOKENIZER_MODEL, Shape, config, populate_hub_cache, write_checkpoint
 from tests.gguf_reading import field, tensors
@@ -370,6 +373,71 @@ def test_failed_quantization_is_one_line(tmp_path):
 def test_output_must_be_a_file(tmp_path, tiny_checkpoint):
     with pytest.raises(ConversionError, match="is a folder"):
         convert(tiny_checkpoint, tmp_path, "f16")
+
+
+# --- the source is never harmed -------------------------------------------------------------------------------
+
+SHARD = "pytorch_model-00001-of-00002.bin"
+
+
+def reached(folder: Path, name: str, via: str, tmp_path: Path) -> Path:
+    """A path to the checkpoint file `folder / name`: itself, a symbolic link or a hard link outside the folder,
+    or the name under a link to the folder."""
+    target = folder / name
+    if via == "path":
+        return target
+    if via == "folder link":
+        (tmp_path / "linked").symlink_to(folder)
+        return tmp_path / "linked" / name
+    link = tmp_path / f"elsewhere-{name}"
+    link.symlink_to(target) if via == "symlink" else link.hardlink_to(target.resolve())
+    return link
+
+
+@pytest.mark.parametrize("name, via", [(SHARD, "path"), (SHARD, "symlink"), (SHARD, "hard link"),
+                                       ("pytorch_model.bin.index.json", "folder link"), ("config.json", "hard link"),
+                                       ("tokenizer.model", "symlink")])
+def test_an_output_that_is_a_file_the_conversion_reads_is_refused(broken, tmp_path, name, via):
+    folder = broken(lambda folder: None)
+    before = {f.name: f.read_bytes() for f in folder.iterdir()}
+    output = reached(folder, name, via, tmp_path)
+    with pytest.raises(ConversionError) as refused:
+        convert(folder, output, "f16")
+    shown = f"{output} is {folder / name}," if via != "path" else f"{output} is"
+    assert str(refused.value) == f"{shown} a file of the checkpoint being converted; give another output file"
+    assert {f.name: f.read_bytes() for f in folder.iterdir()} == before  # the file unchanged, nothing written
+    assert output.samefile(folder / name)  # a link still leads to the file
+
+
+@pytest.mark.parametrize("name", ["model.safetensors", "model-00001-of-00002.safetensors", "tokenizer.json"])
+def test_an_output_under_a_checkpoint_file_name_in_its_folder_is_refused(broken, tmp_path, name):
+    """Names the checkpoint does not hold yet but would read instead of its weights (or beside them) next time."""
+    folder = broken(lambda folder: None)
+    result = CliRunner().invoke(cli, ["convert", str(folder), "-o", str(folder / name), "-q", "f16"],
+                                catch_exceptions=False)
+    assert result.exit_code == 1
+    assert result.output == (f"Error: {folder / name} would take a checkpoint file's name ({name}) in the checkpoint "
+                             f"folder {folder}; give another output file\n")
+    assert not (folder / name).exists() and not list(folder.glob("*.partial"))
+
+
+@pytest.mark.parametrize("quant", ["f16", "q8_0"])  # written directly, and through a float intermediate
+def test_an_interrupted_conversion_leaves_the_output_as_it_was(tiny_checkpoint, tmp_path, quant):
+    output = tmp_path / "m.gguf"
+    output.write_bytes(b"an earlier conversion")
+
+    def ctrl_c_mid_write(line: str) -> None:
+        if "tensors written" in line:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        convert(tiny_checkpoint, output, quant, log=ctrl_c_mid_write)
+    assert list(tmp_path.iterdir()) == [output] and output.read_bytes() == b"an earlier conversion"
+
+
+def test_an_output_beside_the_checkpoint_files_is_allowed(tiny_checkpoint):
+    check_output(tiny_checkpoint / "deita-tiny.q4_k_m.gguf", tiny_checkpoint)
+    check_output(tiny_checkpoint / "pytorch_model.gguf", tiny_checkpoint)
 
 
 # --- hyperparameters -------------------------------------------------------------------------------------------

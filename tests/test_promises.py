@@ -28,6 +28,7 @@ from localscore import Scorer
 from localscore.cli import cli
 from tests.conftest import sharegpt_conversations
 from tests.gguf_reading import field
+from tests.test_select import scored
 
 ROOT = Path(__file__).parent.parent
 # Spearman rho of each quantization's scores with f32's on 24 real pairs, measured: f16 1.00, bf16 1.00, q8_0 0.99,
@@ -130,14 +131,15 @@ def test_every_quant_type_converts_loads_and_scores(gguf_file, pairs, f32_scores
 # --- embed: a full disk, an interruption --------------------------------------------------------------------------
 
 @pytest.fixture
-def tmpfs(tmp_path):
-    """A real 64 KiB file system (tmpfs); `grow()` makes room. Needs root: without it the test is skipped, which
-    fails under CI (tests/conftest.py)."""
+def tmpfs(tmp_path, request):
+    """A real file system (tmpfs) of 64 KiB, or the size a test passes as its parameter; `grow()` makes room. Needs
+    root: without it the test is skipped, which fails under CI (tests/conftest.py)."""
     disk = tmp_path / "disk"
     disk.mkdir()
     if os.geteuid() != 0:
         pytest.skip("mounting a tmpfs needs root")
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)], capture_output=True,
+    size = getattr(request, "param", "64k")
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(disk)], capture_output=True,
                              text=True)
     if mounted.returncode:
         pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
@@ -170,6 +172,29 @@ def test_embed_on_a_full_disk_is_one_line_and_the_rerun_computes_only_the_rest(
     assert again.exit_code == 0, again.output
     assert f" {N_CONVERSATIONS - cached} embedded " in again.output and f"{cached} from the cache" in again.output
     assert out.read_bytes() == uninterrupted_embeddings()
+
+
+# 160 KiB holds the embedding cache's first commit (64 vectors of the tiny embedder) and not one more.
+@pytest.mark.parametrize("tmpfs", ["160k"], indirect=True)
+def test_select_with_the_embedding_cache_on_a_full_disk_is_one_line_and_the_rerun_reuses_what_it_kept(
+        tmp_path, monkeypatch, tmpfs, embedder_gguf):
+    short = [{"conversations": [{"from": "human", "value": f"Write {i} in words."},
+                                {"from": "gpt", "value": f"{i} is written as number {i}."}]} for i in range(70)]
+    source = write_jsonl(tmp_path / "scored.jsonl", scored(short))
+    out = tmp_path / "selected.jsonl"
+    args = ("select", source, "-k", len(short), "-m", embedder_gguf, "-o", out, "-t", "1")
+    monkeypatch.setenv("LOCALSCORE_CACHE", str(tmpfs.path))
+    full = run(*args)
+    cache = tmpfs.path / "embeddings.sqlite"
+    assert (full.exit_code, full.output) == (1, f"Error: disk full writing {cache}; free some space, then run the "
+                                                "same command again (computed embeddings are cached)\n")
+    assert not out.exists() and cached_vectors(cache) == 64  # what the cache committed before the disk filled
+
+    tmpfs.grow()
+    again = run(*args)
+    assert again.exit_code == 0, again.output
+    assert f"{len(short) - 64} embedded, 64 from the cache" in again.stderr
+    assert out.exists()
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["kill-9", "ctrl-c"])
@@ -302,7 +327,7 @@ def test_hub_dataset_revision_and_config_from_an_offline_cache(tmp_path, hub_cac
 @pytest.mark.parametrize("threshold, code, message", [
     ("-0.1", 2, "Error: Invalid value for '--threshold': -0.1 is not in the range 0<=x<=1."),
     ("1.5", 2, "Error: Invalid value for '--threshold': 1.5 is not in the range 0<=x<=1."),
-    ("nan", 1, "Error: threshold must be between 0 and 1, got nan"),  # passes click's range, not select's
+    ("nan", 2, "Error: --threshold must be between 0 and 1, got nan"),  # passes click's range, not select's
 ])
 def test_select_refuses_a_threshold_outside_0_to_1(tmp_path, threshold, code, message):
     source = write_jsonl(tmp_path / "in.jsonl", [{"instruction": "a", "output": "b", "quality_score": 1.0,
@@ -321,7 +346,7 @@ def test_select_api_refuses_a_threshold_outside_0_to_1(tmp_path):
 
     np.save(tmp_path / "emb.npy", np.ones((1, 4), dtype=np.float32))
     for threshold in (-0.1, 1.5, float("nan")):
-        with pytest.raises(InputError, match=rf"^threshold must be between 0 and 1, got {threshold}$"):
+        with pytest.raises(InputError, match=rf"^'threshold' must be between 0 and 1, got {threshold}$"):
             select_file(tmp_path / "in.jsonl", None, budget=1, threshold=threshold,
                         embeddings=tmp_path / "emb.npy")
 

@@ -66,10 +66,7 @@ def build(template: Template, instruction: str, response: str | None, tokenizer:
             keep = max(len(field_ids) - (len(ids) - n_ctx) - len(CUT_MARKER), MIN_FIELD_TOKENS)
             if keep >= len(field_ids):
                 break
-            left = keep - keep // 2
-            cut = (tokenizer.detokenize(field_ids[:left]) + CUT_MARKER
-                   + tokenizer.detokenize(field_ids[len(field_ids) - keep // 2:]))
-            candidate = {**values, field: cut}
+            candidate = {**values, field: _cut(field_ids, keep, tokenizer)}
             candidate_ids = tokenizer.tokenize(template.format(**candidate))
             if len(candidate_ids) >= len(ids):  # the marker outweighs what is left to cut
                 break
@@ -79,3 +76,20 @@ def build(template: Template, instruction: str, response: str | None, tokenizer:
                             f"{MIN_FIELD_TOKENS} tokens; the {n_ctx}-token context is too small (score with a larger "
                             "one)")
     return Prompt(ids, truncated=True)
+
+
+def smallest_context(template: Template, tokenizer: Tokenizer) -> int:
+    """The context in which a long prompt still fits once cut: the template's fixed text and each field it fills
+    cut to MIN_FIELD_TOKENS tokens around the marker, measured on a probe, plus a token on each side of each marker
+    (where the text of a real field and the marker join, they tokenize a token longer or shorter than the probe)."""
+    probe = _cut(tokenizer.tokenize(" ".join(["text"] * 2 * MIN_FIELD_TOKENS), bos=False), MIN_FIELD_TOKENS,
+                 tokenizer)
+    fields = 2 if template.uses_response else 1
+    return len(tokenizer.tokenize(template.format(probe, probe if fields == 2 else ""))) + 2 * fields
+
+
+def _cut(field_ids: list[int], keep: int, tokenizer: Tokenizer) -> str:
+    """The field's text with all but its first and last `keep` / 2 tokens replaced by the marker."""
+    left = keep - keep // 2
+    return (tokenizer.detokenize(field_ids[:left]) + CUT_MARKER
+            + tokenizer.detokenize(field_ids[len(field_ids) - keep // 2:]))

@@ -19,7 +19,7 @@ DTYPE = np.dtype("<f4")
 # Room for any shape's header (the dict is ~70 characters); a multiple of 64 keeps the rows aligned.
 _HEADER_BYTES = 128
 # What to do after a full disk: the vectors computed so far are in the embedding cache.
-_AGAIN = "run the same command again (computed embeddings are cached)"
+RUN_AGAIN = "run the same command again (computed embeddings are cached)"
 
 
 class EmbeddingsWriter:
@@ -39,7 +39,7 @@ class EmbeddingsWriter:
         try:
             partial = self.path.with_name(self.path.name + ".partial")
             remove_sidecar(partial)
-            self._sink = Sink.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, resumable=False, advice=_AGAIN)
+            self._sink = Sink.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, resumable=False, advice=RUN_AGAIN)
             self._sink.write(_header(0, dim))
         except BaseException:
             self.close()

@@ -15,6 +15,9 @@ from .records import Records, read_json
 from .tables import HUB_PREFIX, PARQUET_MAGIC, SAVED_MARKERS, hub_records, parquet_records, saved_records
 
 Source = str | os.PathLike | BinaryIO
+# Any input that starts so names the hub (as a path it would be a folder "hf:" with an empty name after it).
+HUB_SCHEME = "hf://"
+HUB_FORMS = f"{HUB_PREFIX}ORG/NAME or {HUB_PREFIX}ORG/NAME@REVISION"
 
 
 @dataclass(frozen=True)
@@ -29,7 +32,28 @@ def _is_path(source: Source) -> bool:
 
 
 def _is_hub(source: Source) -> bool:
-    return _is_path(source) and os.fspath(source).startswith(HUB_PREFIX)
+    return _is_path(source) and os.fspath(source).startswith(HUB_SCHEME)
+
+
+def hub_dataset(uri: str) -> tuple[str, str | None]:
+    """The repo id and the revision (None: the default branch) of the hub dataset `uri` names; InputError, with
+    the forms a hub input takes, for a URI that names none."""
+    repo_id, at, revision = uri.removeprefix(HUB_PREFIX).partition("@")
+    if uri.startswith(HUB_PREFIX) and repo_id.count("/") == 1 and (revision or not at) and _valid_repo_id(repo_id):
+        return repo_id, revision or None
+    raise InputError(f"{uri} names no hub dataset; give {HUB_FORMS}")
+
+
+def _valid_repo_id(repo_id: str) -> bool:
+    """Whether the hub takes `repo_id` (huggingface_hub's own rules: characters, length, no "--" or "..")."""
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError:
+        return False
+    return True
 
 
 def _is_saved(source: Source) -> bool:
@@ -62,7 +86,8 @@ def _parquet_folder(source: Source, split: str, config: str | None) -> Records:
 # First match wins: a stream is always JSON; a folder is a saved dataset when it has its markers.
 _FORMS = (
     _Form("JSON stream", lambda source: not _is_path(source), lambda source, split, config: read_json(source)),
-    _Form("hub dataset", _is_hub, lambda source, split, config: hub_records(os.fspath(source), split, config)),
+    _Form("hub dataset", _is_hub,
+          lambda source, split, config: hub_records(os.fspath(source), *hub_dataset(os.fspath(source)), split, config)),
     _Form("saved dataset", _is_saved, lambda source, split, config: saved_records(Path(source), split)),
     _Form("Parquet folder", _is_folder, _parquet_folder),
     _Form("Parquet file", _is_parquet, lambda source, split, config: parquet_records([Path(source)])),
@@ -85,10 +110,13 @@ def read_records(source: Source, *, split: str = "train", config: str | None = N
 
 def user_source(input: str | os.PathLike) -> Source:
     """What the readers take for an input as a user names it: stdin's bytes for "-", a hub dataset URI as it is,
-    else a path that must exist (checked before anything slow, such as loading a model, starts)."""
+    else a path that must exist (each checked before anything slow, such as loading a model, starts)."""
     if input == "-":
         return sys.stdin.buffer
-    return input if _is_hub(input) else existing(input)
+    if _is_hub(input):
+        hub_dataset(os.fspath(input))
+        return input
+    return existing(input)
 
 
 def existing(path: str | os.PathLike) -> str | os.PathLike:

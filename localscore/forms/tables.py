@@ -65,9 +65,9 @@ def saved_records(path: Path, split: str) -> Records:
     return _dataset_records(os.fspath(path), dataset, len(dataset))
 
 
-def hub_records(source: str, split: str, config: str | None) -> Records:
-    """The records of a hub dataset `hf://datasets/ORG/NAME[@REVISION]` (`split` of its `config`)."""
-    return _dataset_records(source, _hub_dataset(source[len(HUB_PREFIX):], split, config), None)
+def hub_records(name: str, repo_id: str, revision: str | None, split: str, config: str | None) -> Records:
+    """The records of the hub dataset `repo_id` at `revision` (`split` of its `config`), `name` in messages."""
+    return _dataset_records(name, _hub_dataset(repo_id, revision, split, config), None)
 
 
 def _saved_dataset(path: Path, split: str):
@@ -84,16 +84,15 @@ def _saved_dataset(path: Path, split: str):
     return dataset
 
 
-def _hub_dataset(repo: str, split: str, config: str | None):
+def _hub_dataset(repo_id: str, revision: str | None, split: str, config: str | None):
     """A hub dataset through huggingface_hub's cache (HF_HUB_OFFLINE, HF_HUB_CACHE are honoured), read by
     `datasets` from the downloaded snapshot, streaming; offline it needs nothing but that cache."""
     datasets = require("datasets", "datasets", "reading this input", InputError)
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
 
-    repo_id, _, revision = repo.partition("@")
     try:
-        folder = snapshot_download(repo_id, repo_type="dataset", revision=revision or None)
+        folder = snapshot_download(repo_id, repo_type="dataset", revision=revision)
     except RepositoryNotFoundError:
         raise InputError(f"hub dataset {repo_id} not found (or private: log in with `hf auth login`)") from None
     except LocalEntryNotFoundError:

@@ -9,6 +9,7 @@ from typing import Sequence
 import llama_cpp
 import numpy as np
 
+from ..errors import check_range
 from .model import EngineInfo, Model, physical_cores
 
 __all__ = ["Engine", "EngineInfo", "HEAD_CELLS", "physical_cores"]
@@ -37,6 +38,8 @@ class Engine(Model):
         try:
             # The longest prompt this engine evaluates; one decode call takes a whole prompt (or packed group).
             self.n_ctx = self.n_batch = n_ctx or self.n_ctx_train
+            if self.n_ctx_train:  # positions past training are not what the scorer learned (and cost memory now)
+                check_range("ctx", self.n_ctx, high=self.n_ctx_train, why="the context the model was trained on")
             self.n_seq_max = n_seq_max
             self._head: list[int] = []
             self._batch = llama_cpp.llama_batch_init(self.n_batch, 0, n_seq_max)

@@ -13,7 +13,7 @@ from typing import Sequence
 
 import llama_cpp
 
-from ..errors import ModelError
+from ..errors import ModelError, check_range
 from .fingerprint import fingerprint
 from .kernels import KernelChoice, choose, require_llama_cpp
 from .log import LlamaLog
@@ -72,6 +72,11 @@ def model_file(path: str | os.PathLike) -> Path:
     return Path(path)
 
 
+def available_cpus() -> int:
+    """Logical CPUs this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def physical_cores() -> int:
     """Physical cores this process may run on: llama.cpp's matmuls gain nothing from hyper-threads."""
     if hasattr(os, "sched_getaffinity"):
@@ -118,6 +123,8 @@ class Model:
         self._batch: llama_cpp.llama_batch | None = None  # the subclass's decode batch, freed by close()
         self.log = LlamaLog(verbose)
         self.path = model_file(path)
+        if n_threads is not None:  # llama.cpp's thread pool crashes far past that
+            check_range("threads", n_threads, 1, available_cpus(), why="the CPUs this process may run on")
         require_llama_cpp()
         llama_cpp.llama_backend_init()
         mparams = llama_cpp.llama_model_default_params()

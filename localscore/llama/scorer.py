@@ -6,10 +6,10 @@ import os
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from ..deita.prompts import TOO_LONG_POLICIES, Prompt, build, shared_head
+from ..deita.prompts import MIN_FIELD_TOKENS, TOO_LONG_POLICIES, Prompt, build, shared_head, smallest_context
 from ..deita.scoring import expected_score
 from ..deita.templates import LABELS, TEMPLATES, Template
-from ..errors import InputError
+from ..errors import InputError, check_range
 from ..forms.provenance import Step, scoring_step
 from .engine import Engine
 from .fingerprint import fingerprint
@@ -29,6 +29,9 @@ class Scorer:
             raise InputError(f"too_long must be one of {', '.join(TOO_LONG_POLICIES)}, got {too_long!r}")
         if pack < 1 or pack > engine.n_seq_max - 1:
             raise InputError(f"pack must be between 1 and {engine.n_seq_max - 1}, got {pack}")
+        # Below this, the head alone may not fit the engine's batch, and no long record could be scored.
+        check_range("ctx", engine.n_ctx, smallest_context(template, engine), why=f"a {template.name} prompt cut to "
+                    f"fit: its fixed text and {MIN_FIELD_TOKENS} tokens of each field")
         self.engine = engine
         self.template = template
         self.too_long = too_long

@@ -17,7 +17,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ..deita.templates import TEMPLATES, Template
-from ..errors import InputError, OutputError
+from ..errors import InputError, OutputError, check_range
 from ..forms.durable import write_file
 from ..forms.provenance import read_provenance, scored_by
 from ..forms.reader import read_records
@@ -40,8 +40,8 @@ def compare(a: str | os.PathLike, b: str | os.PathLike, data: str | os.PathLike,
     `plot` when given. Records that cannot be scored on either side are excluded and listed."""
     if scorer not in TEMPLATES:
         raise InputError(f"unknown scorer {scorer!r}; choose {' or '.join(TEMPLATES)}")
-    if sample is not None and sample < 1:
-        raise InputError(f"sample must be at least 1, got {sample}")
+    if sample is not None:
+        check_range("sample", sample, 1)
     if plot is not None:
         from .plot import require_matplotlib
 
@@ -97,6 +97,7 @@ def _scored_by(path: str | os.PathLike, template: Template) -> str | None:
 def sample_positions(n: int, sample: int | None, seed: int) -> np.ndarray:
     """Positions of the records to compare, in file order: all n, or `sample` of them drawn without replacement
     by numpy's default_rng(seed), so the same data, sample and seed always give the same records."""
+    check_range("seed", seed, 0)  # default_rng takes no negative seed
     if sample is None or sample >= n:
         return np.arange(n)
     return np.sort(np.random.default_rng(seed).choice(n, size=sample, replace=False))

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import sqlite3
@@ -11,12 +12,16 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from ..errors import OutputError
+from ..errors import LocalscoreError, OutputError
+from ..forms.durable import write_error
+from ..forms.embeddings_file import RUN_AGAIN
 from .default_model import cache_dir
 from .embedding_step import Embedding, Job
 
 # Commits are batched: one fsync per this many new vectors (a killed run loses at most these).
 _COMMIT_EVERY = 64
+# SQLite's primary result codes for a write the file system refused, as the errno durable.write_error maps.
+_SQLITE_ERRNO = {13: errno.ENOSPC, 8: errno.EACCES, 3: errno.EACCES}  # SQLITE_FULL, SQLITE_READONLY, SQLITE_PERM
 
 
 def default_path() -> Path:
@@ -49,21 +54,39 @@ class EmbeddingCache:
 
     def put(self, ids: Sequence[int], vector: np.ndarray) -> None:
         blob = np.asarray(vector, dtype="<f4").tobytes()
-        self._db.execute("INSERT OR REPLACE INTO vectors VALUES (?, ?)", (self._key(ids), blob))
-        self._pending += 1
-        if self._pending >= _COMMIT_EVERY:
-            self._db.commit()
-            self._pending = 0
+        try:
+            self._db.execute("INSERT OR REPLACE INTO vectors VALUES (?, ?)", (self._key(ids), blob))
+            self._pending += 1
+            if self._pending >= _COMMIT_EVERY:
+                self._db.commit()
+                self._pending = 0
+        except sqlite3.DatabaseError as e:
+            raise self._write_error(e) from None
 
     def close(self) -> None:
-        self._db.commit()
-        self._db.close()
+        """Commit what is pending and close; what an earlier commit stored stays whatever happens here."""
+        try:
+            self._db.commit()
+        except sqlite3.DatabaseError as e:
+            raise self._write_error(e) from None
+        finally:
+            self._db.close()
+
+    def _write_error(self, error: sqlite3.DatabaseError) -> LocalscoreError:
+        number = _SQLITE_ERRNO.get(getattr(error, "sqlite_errorcode", 0) & 0xFF)
+        if number is None:
+            return OutputError(f"cannot write the embedding cache {self.path}: {error}")
+        return write_error(self.path, OSError(number, os.strerror(number)), advice=RUN_AGAIN)
 
     def __enter__(self) -> "EmbeddingCache":
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        try:
+            self.close()
+        except OutputError:
+            if exc_type is None:
+                raise  # else the error that stopped the run is the one to report (a full disk fails this too)
 
 
 class CachedEmbeddings:

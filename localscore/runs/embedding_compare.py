@@ -16,7 +16,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, check_range
 from ..forms.durable import write_file
 from ..forms.embeddings_file import read_embeddings
 from ..forms.reader import read_records
@@ -108,12 +108,11 @@ def compare_embedders(a: str | os.PathLike, b: str | os.PathLike, data: str | os
     are each an embedder GGUF (run here; its vectors go to the embedding cache) or a `.npy` file from
     `localscore embed` of `data`. When `data` carries quality and complexity scores, Deita's selection of
     `budget` records (default: a fifth of the compared ones) at `threshold` runs with each side's embeddings."""
-    if sample is not None and sample < 1:
-        raise InputError(f"sample must be at least 1, got {sample}")
-    if budget is not None and budget < 1:
-        raise InputError(f"budget must be at least 1, got {budget}")
-    if not 0.0 <= threshold <= 1.0:
-        raise InputError(f"threshold must be between 0 and 1, got {threshold}")
+    if sample is not None:
+        check_range("sample", sample, 1)
+    if budget is not None:
+        check_range("budget", budget, 1)
+    check_range("threshold", threshold, 0, 1)
     if json_path is not None and Path(json_path).resolve() in {Path(p).resolve() for p in (a, b, data)}:
         raise InputError(f"{json_path} is one of the inputs; write the JSON to a new file")
     kinds = {label: _kind(path, label) for label, path in (("A", a), ("B", b))}

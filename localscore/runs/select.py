@@ -12,7 +12,7 @@ import numpy as np
 
 from ..deita.selection import EVOL_FIELD, SIMILARITY_FIELD, diversity_filter, evol_score, rank
 from ..deita.templates import COMPLEXITY, QUALITY
-from ..errors import InputError
+from ..errors import InputError, check_range
 from ..forms.embeddings_file import read_embeddings
 from ..forms.output import refuse_input_as_output
 from ..forms.provenance import Provenance, Step, read_provenance, scored_by
@@ -73,8 +73,7 @@ def select_file(source: str | os.PathLike | BinaryIO, output: str | os.PathLike 
     if (model is None) == (embeddings is None):
         raise InputError("give the embedder ({model}) or precomputed embeddings ({embeddings}), one of the two",
                          options=["model", "embeddings"])
-    if not 0.0 <= threshold <= 1.0:
-        raise InputError(f"threshold must be between 0 and 1, got {threshold}")
+    check_range("threshold", threshold, 0, 1)
     if output is not None:
         refuse_input_as_output(source, output)
     summary = SelectSummary()
