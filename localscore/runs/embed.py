@@ -61,8 +61,9 @@ def embed_file(source: str | os.PathLike | BinaryIO, output: str | os.PathLike, 
 
     A record that cannot be embedded (not a conversation, a final question without answer, ...) gets a row of
     NaN and is counted as errored; it never moves the rows after it. `shard` "I/N" embeds the I-th of N
-    round-robin slices and writes `output`'s sidecar (see shards.py). `progress` is called with the records done,
-    the input's records (where cheap to know) and the tokens.
+    round-robin slices, recording its slice with the output (see shards.py). What made the output is kept beside it
+    (forms/provenance.py). `progress` is called with the records done, the input's records (where cheap to know)
+    and the tokens.
     """
     slice_ = None if shard is None else Shard.parse(shard)
     refuse_input_as_output(source, output)

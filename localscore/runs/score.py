@@ -73,7 +73,7 @@ def score_file(source: str | os.PathLike | BinaryIO, output: str | os.PathLike |
     """Score every record of `source` into `output` (None: stdout; a `.parquet` name: Parquet). Bad records get
     `<scorer>_error` in their output and the run goes on; with `strict` the first one raises InputError instead.
     `split` and `config` choose the part of a hub dataset or saved DatasetDict (see reader.read_records).
-    `shard` "I/N" scores the I-th of N round-robin slices and writes `output`'s sidecar (see shards.py).
+    `shard` "I/N" scores the I-th of N round-robin slices, recording its slice with the output (see shards.py).
     `progress` is called with the records done, the input's records (where cheap to know) and the tokens."""
     return run_scoring(source, output, scorer.template, lambda records: score_records(scorer, records), Summary(),
                        scorer.made, resume=resume, strict=strict, progress=progress, split=split, config=config,
