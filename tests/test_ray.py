@@ -283,8 +283,9 @@ def run_feeding(args: list[str], first: bytes, rest: bytes, kind: str, env: dict
 
 
 # An input of unknown length (stdin) goes to the actors in blocks of 32. Fed 40 records, the driver sends the first
-# block to one actor and waits for the second; the kill comes then, and the other 40 make two more blocks, one for
-# each actor, so the lost actor is always sent one. Short records: the runs take little more than their start.
+# block to one actor and waits for the rest of the second; the kill comes then, and the other 40 records complete the
+# second block and make a third, one block for each actor, so the lost actor is always sent one after its loss.
+# Short records: the runs take little more than their start.
 FEED = [json.dumps({"id": i, "instruction": f"Add {i} and {i}.", "output": f"{2 * i}"}).encode() + b"\n"
         for i in range(80)]
 
