@@ -1,6 +1,6 @@
 """The README's air-gapped install, run as written: the wheelhouse built by its command, installed by its command
-into a fresh virtual environment, then a conversion and a scoring run, all inside a network namespace without
-any interface (`unshare -n`), so that whatever reaches for the network fails the test."""
+into a fresh virtual environment, then a conversion and a scoring run, all inside a network namespace with nothing
+but its loopback, down (`unshare -n`), so that whatever reaches for the network fails the test."""
 
 from __future__ import annotations
 

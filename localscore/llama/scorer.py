@@ -29,14 +29,15 @@ class Scorer:
             raise InputError(f"too_long must be one of {', '.join(TOO_LONG_POLICIES)}, got {too_long!r}")
         if pack < 1 or pack > engine.n_seq_max - 1:
             raise InputError(f"pack must be between 1 and {engine.n_seq_max - 1}, got {pack}")
-        # Below this, the head alone may not fit the engine's batch, and no long record could be scored.
-        check_range("ctx", engine.n_ctx, smallest_context(template, engine), why=f"a {template.name} prompt cut to "
-                    f"fit: its fixed text and {MIN_FIELD_TOKENS} tokens of each field")
         self.engine = engine
         self.template = template
         self.too_long = too_long
         self.pack = pack
         self.label_ids = engine.single_token_ids(LABELS)
+        # Below this, the head alone may not fit the engine's batch, and no long record could be scored. (After the
+        # labels: a vocabulary without them is refused before anything tokenizes with it.)
+        check_range("ctx", engine.n_ctx, smallest_context(template, engine), why=f"a {template.name} prompt cut to "
+                    f"fit: its fixed text and {MIN_FIELD_TOKENS} tokens of each field")
         engine.set_head(shared_head(template, engine))
 
     @classmethod
