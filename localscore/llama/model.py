@@ -48,6 +48,23 @@ def read_file_type(path: Path, log: LlamaLog) -> str:
         llama_cpp.llama_model_free(header)
 
 
+def check_model(path: str | os.PathLike, verbose: bool = False) -> Path:
+    """`path`, checked to be a GGUF file by reading its header (the weights stay unread): a process that hands the
+    loading to others (worker processes, actors) reports a missing or broken model once, before they start."""
+    path = _existing(path)
+    require_llama_cpp()
+    llama_cpp.llama_backend_init()
+    read_file_type(path, LlamaLog(verbose))
+    return path
+
+
+def _existing(path: str | os.PathLike) -> Path:
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"model file {path} does not exist; convert one with `localscore convert`")
+    return path
+
+
 def physical_cores() -> int:
     """Physical cores this process may run on: llama.cpp's matmuls gain nothing from hyper-threads."""
     if hasattr(os, "sched_getaffinity"):
@@ -93,9 +110,7 @@ class Model:
         self._model = self._ctx = None
         self._batch: llama_cpp.llama_batch | None = None  # the subclass's decode batch, freed by close()
         self.log = LlamaLog(verbose)
-        self.path = Path(path)
-        if not self.path.is_file():
-            raise ModelError(f"model file {self.path} does not exist; convert one with `localscore convert`")
+        self.path = _existing(path)
         require_llama_cpp()
         llama_cpp.llama_backend_init()
         mparams = llama_cpp.llama_model_default_params()
