@@ -9,8 +9,10 @@ are scored by
   (b) `localscore score --threads 2`  against  dj-process, np 2, the filter with 1 thread per worker process;
 repetitions interleaved, medians reported. The filter's time is data-juicer's own for the operator ("OP [...] Done
 in X s": the stats column, each worker's model load, scoring, the keep pass, and data-juicer's model cleanup); it
-leaves out what any recipe pays whatever its operators (dj-process's start, reading and writing the data). The CLI's
-time is its whole process (Python start and model load included), so the ratio leans against the CLI. Memory is
+leaves out what any recipe pays whatever its operators (dj-process's start, reading and writing the data), against
+the CLI's whole process (Python start and model load included). The scoring rates compare the filter's scoring pass
+(tqdm's time for it, whole seconds, each worker's model load included) with the CLI's own summary time (after its
+model load). Memory is
 the peak RSS of every process of the dj-process tree, sampled every 0.1 s: the worker processes are forked from
 the main one and share its pages, so their RSS counts those shared pages too.
 """
@@ -36,6 +38,10 @@ WORK = HERE / "work"
 ENV = os.environ | {"PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
 
 _DONE = re.compile(r"OP \[deita_quality_score_filter\] Done in ([\d.]+)s\. Left (\d+) samples")
+# tqdm's last report of the scoring pass: "... 100%|...| 48/48 [01:02<00:00, ...]".
+_SCORING = re.compile(r"deita_quality_score_filter_compute_stats \(num_proc=\d+\): 100%\|[^|]*\| (\d+)/\d+ "
+                      r"\[(\d+):(\d+)<")
+_SUMMARY = re.compile(r"localscore: [\d,]+ records \(.*?\) in ([\d.]+) s")
 _RECIPE = """project_name: dj-bench
 dataset_path: {pairs}
 export_path: {out}
@@ -48,15 +54,18 @@ process:
 """
 
 
-def cli_seconds(model: Path, pairs: Path, threads: int, folder: Path) -> float:
+def cli_seconds(model: Path, pairs: Path, threads: int, folder: Path) -> tuple[float, float]:
+    """(the whole process's seconds, the scoring seconds of its summary line: after the model load)."""
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "localscore", "score", str(pairs), "-m", str(model), "-t", str(threads),
-                    "-q", "-o", str(folder / "cli.jsonl")], check=True, env=ENV)
-    return time.perf_counter() - start
+    done = subprocess.run([sys.executable, "-m", "localscore", "score", str(pairs), "-m", str(model), "-t",
+                           str(threads), "-o", str(folder / "cli.jsonl")], check=True, env=ENV, capture_output=True,
+                          text=True)
+    return time.perf_counter() - start, float(_SUMMARY.search(done.stderr)[1])
 
 
-def dj_run(model: Path, pairs: Path, np: int, folder: Path) -> tuple[float, int, float, list[float]]:
-    """(the operator's seconds, samples left, the main process's peak RSS MB, each worker's peak RSS MB)."""
+def dj_run(model: Path, pairs: Path, np: int, folder: Path) -> tuple[float, float, float, list[float]]:
+    """(the operator's seconds, its scoring pass's seconds (each worker's model load included), the main process's
+    peak RSS MB, each worker's peak RSS MB)."""
     recipe = folder / f"np{np}.yaml"
     recipe.write_text(_RECIPE.format(pairs=pairs, out=folder / f"np{np}" / "out.jsonl", np=np, model=model))
     log_path = folder / f"np{np}.log"
@@ -72,13 +81,14 @@ def dj_run(model: Path, pairs: Path, np: int, folder: Path) -> tuple[float, int,
                 pass
         time.sleep(0.1)
     log = log_path.read_text(errors="replace")
-    done = _DONE.search(log)
-    if process.returncode != 0 or done is None:
+    done, scoring = _DONE.search(log), _SCORING.findall(log)
+    if process.returncode != 0 or done is None or not scoring:
         raise SystemExit(f"dj-process failed:\n{log[-3000:]}")
     main_rss = peaks.pop(process.pid)
     # The workers: the children that loaded a model (a scorer's weights make them stand out from helpers).
     workers = sorted(peaks.values(), reverse=True)[:np] if np > 1 else []
-    return float(done[1]), int(done[2]), main_rss, workers
+    minutes, seconds = scoring[-1][1:]
+    return float(done[1]), 60 * int(minutes) + int(seconds), main_rss, workers
 
 
 def main() -> None:
@@ -102,13 +112,15 @@ def main() -> None:
                     results[name].append(dj_run(model, pairs, int(name[-1]), folder))
     print(f"{args.pairs} pairs, BENCH model q4_k_m, {args.repeat} repetitions (medians)")
     for cli, dj, label in (("cli1", "dj1", "1 thread: np 1 x 1 thread"), ("cli2", "dj2", "2 threads: np 2 x 1 thread")):
-        cli_rate = args.pairs / statistics.median(results[cli])
-        dj_rate = args.pairs / statistics.median(seconds for seconds, *_ in results[dj])
+        cli_run = args.pairs / statistics.median(whole for whole, _ in results[cli])
+        cli_scoring = args.pairs / statistics.median(scoring for _, scoring in results[cli])
+        dj_run_rate = args.pairs / statistics.median(op for op, *_ in results[dj])
+        dj_scoring = args.pairs / statistics.median(scoring for _, scoring, *_ in results[dj])
         main_rss = max(rss for _, _, rss, _ in results[dj])
         workers = [f"{rss:,.0f}" for rss in max((w for *_, w in results[dj]), key=sum)]
         memory = f"main process peak RSS {main_rss:,.0f} MB" + (f", workers {', '.join(workers)} MB" if workers else "")
-        print(f"{label}: localscore score {cli_rate:.1f} records/s, filter under dj-process {dj_rate:.1f} "
-              f"records/s = {dj_rate / cli_rate:.2f}x; {memory}")
+        print(f"{label}: whole run {dj_run_rate:.2f} vs {cli_run:.2f} records/s = {dj_run_rate / cli_run:.2f}x; "
+              f"scoring {dj_scoring:.2f} vs {cli_scoring:.2f} records/s = {dj_scoring / cli_scoring:.2f}x; {memory}")
 
 
 if __name__ == "__main__":
