@@ -1,13 +1,14 @@
 """localscore: the Deita data-quality scorers, quantized, scored locally through llama.cpp.
 
 The API is the CLI: `score`, `embed`, `select`, `compare`, `merge` and `info` each do what the command of that name
-does, with its options as keyword arguments (see api.py). `Scorer` and `Embedder` are the loaded models underneath."""
+does, with its options as keyword arguments (see api.py); `score_rows` scores records held in memory as `score` does
+a file's. `Scorer` and `Embedder` are the loaded models underneath."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .api import compare, embed, info, merge, score, select
+from .api import compare, embed, info, merge, score, score_rows, select
 from .errors import ConversionError, InputError, LocalscoreError, ModelError, OutputError
 
 if TYPE_CHECKING:
@@ -16,8 +17,8 @@ if TYPE_CHECKING:
 
 __version__ = "0.1.0"
 
-__all__ = ["score", "embed", "select", "compare", "merge", "info", "Scorer", "Embedder", "LocalscoreError",
-           "InputError", "OutputError", "ModelError", "ConversionError", "__version__"]
+__all__ = ["score", "score_rows", "embed", "select", "compare", "merge", "info", "Scorer", "Embedder",
+           "LocalscoreError", "InputError", "OutputError", "ModelError", "ConversionError", "__version__"]
 
 
 def __getattr__(name: str):

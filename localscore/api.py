@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from .runs.comparison import Comparison
     from .runs.embed import EmbedSummary
     from .runs.embedding_compare import EmbedderComparison
+    from .runs.rows import Rows
     from .runs.score import Summary
     from .runs.select import SelectSummary
 
@@ -67,6 +68,27 @@ def score(input: PathLike, output: PathLike | None = None, *, model: PathLike | 
                 f"{info.kernels}")
         return score_file(source, output, loaded, resume=resume, strict=strict, progress=progress, split=split,
                           config=config, shard=shard)
+
+
+def score_rows(rows: Rows, *, model: PathLike | None = None, scorer: str = "quality", threads: int | None = None,
+               n_gpu_layers: int | None = None, kernels: str = "auto", ctx: int | None = None,
+               too_long: str = "truncate", pack: int = 1, verbose: bool = False,
+               log: Log | None = None) -> list[dict] | dict[str, list]:
+    """Score records held in memory as `score` scores a file's: the same output objects, fields, errors and scores
+    (bit for bit at `pack` 1). `rows` is a list of objects, read as a JSON array file is, or a batch of columns (a
+    dict of equal-length lists, as `datasets.Dataset.map(..., batched=True)` passes), returned as columns: its own,
+    then the scorer's result fields, None where a row has no such field. The model (default: the official scorer,
+    converted once into the cache) loads on the first call and stays loaded for the next calls in this process.
+
+    >>> dataset.map(functools.partial(localscore.score_rows, model="deita-quality.q4_k_m.gguf"), batched=True)
+    """
+    from .runs.default_model import default_model
+    from .runs.rows import loaded_scorer
+    from .runs.rows import score_rows as score_loaded
+
+    loaded = loaded_scorer(model or default_model(scorer, log=log), scorer, ctx=ctx, threads=threads,
+                           n_gpu_layers=n_gpu_layers, too_long=too_long, pack=pack, kernels=kernels, verbose=verbose)
+    return score_loaded(rows, loaded)
 
 
 def embed(input: PathLike, output: PathLike, *, model: PathLike, split: str = "train", config: str | None = None,

@@ -135,7 +135,7 @@ def read_json(source: str | os.PathLike | BinaryIO) -> Records:
         if start.startswith(b"["):
             value = _load_document(name, blank + line + stream.read())
             _close(stream, owned)
-            return Records(name, _array_records(value), count=len(value))
+            return Records(name, array_records(value), count=len(value))
         if start == b"{":
             # A lone "{" opens a pretty-printed JSON object, never a record on one line: reading it as JSON Lines
             # would report every line of it as a broken record.
@@ -225,7 +225,8 @@ def _load_document(name: str, data: bytes) -> object:
         raise InputError(f"{name}: not valid JSON: {e}") from None
 
 
-def _array_records(value: list) -> Iterator[Record]:
+def array_records(value: Sequence) -> Iterator[Record]:
+    """The records of a JSON array's elements (already parsed): element i is record i + 1."""
     for index, element in enumerate(value):
         if isinstance(element, dict):
             yield make_record(index + 1, element)
@@ -319,8 +320,7 @@ def _alpaca_turns(data: dict, responses: bool) -> tuple[tuple[Turn, ...], str | 
         error = _text_problem(extra, "'input'", may_be_empty=True)
         if error:
             return (), error
-        if extra.strip():
-            instruction = instruction + "\n" + extra
+        instruction = alpaca_instruction(instruction, extra)
     response = None
     if responses:
         response = data.get("output", _MISSING)
@@ -328,6 +328,11 @@ def _alpaca_turns(data: dict, responses: bool) -> tuple[tuple[Turn, ...], str | 
         if error:
             return (), error
     return (Turn(instruction, response),), None
+
+
+def alpaca_instruction(instruction: str, extra: str) -> str:
+    """The question an Alpaca record asks: its instruction, then its input on the next line when there is one."""
+    return instruction + "\n" + extra if extra.strip() else instruction
 
 
 def _conversation_turns(items: object, shape: _Conversation, responses: bool) -> tuple[tuple[Turn, ...], str | None]:

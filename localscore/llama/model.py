@@ -72,6 +72,16 @@ def model_file(path: str | os.PathLike) -> Path:
     return Path(path)
 
 
+def check_model(path: str | os.PathLike, verbose: bool = False) -> Path:
+    """`path`, checked to be a GGUF file by reading its header (the weights stay unread): a process that hands the
+    loading to others (worker processes, actors) reports a missing or broken model once, before they start."""
+    path = model_file(path)
+    require_llama_cpp()
+    llama_cpp.llama_backend_init()
+    read_header(path, LlamaLog(verbose))
+    return path
+
+
 def available_cpus() -> int:
     """Logical CPUs this process may run on."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1

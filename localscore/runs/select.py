@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
 
-from ..deita.selection import EVOL_FIELD, SIMILARITY_FIELD, diversity_filter, evol_score, rank
+from ..deita.selection import EVOL_FIELD, SIMILARITY_FIELD, Selection, diversity_filter, evol_score, rank
 from ..deita.templates import COMPLEXITY, QUALITY
 from ..errors import InputError, check_range
 from ..forms.embeddings_file import read_embeddings
@@ -70,16 +70,54 @@ def select_file(source: str | os.PathLike | BinaryIO, output: str | os.PathLike 
     score order ahead of the walk (the picks are the same). `progress` is called with the embeddings computed or
     reused, None and the tokens. `source` is any input reader.read_records reads (`split` and `config`
     choose the part of a hub dataset or saved DatasetDict)."""
+    _check_options(model, embeddings, threshold)
+    if output is not None:
+        refuse_input_as_output(source, output)
+    start = time.perf_counter()
+    records = list(read_records(source, split=split, config=config))
+    selection, scores, summary, steps = _select(records, budget, threshold, model, embeddings, threads,
+                                                n_gpu_layers, kernels, ray, actors, verbose, cache_path, progress)
+    summary.input_made = read_provenance(source)
+    made = Provenance((*steps, Step("select", None, {"budget": budget, "threshold": threshold}))).after(
+        summary.input_made)
+    with open_writer(output) as writer:
+        writer.begin(made)
+        for index, similarity in zip(selection.indices, selection.similarities):
+            data = records[index].data
+            writer.write({**data, EVOL_FIELD: float(scores[index]), SIMILARITY_FIELD: similarity})
+        writer.finish(made)
+    summary.seconds = time.perf_counter() - start
+    return summary
+
+
+def select_records(records: list[Record], *, budget: int, threshold: float = 0.9,
+                   model: str | os.PathLike | None = None, embeddings: str | os.PathLike | None = None,
+                   threads: int | None = None, n_gpu_layers: int | None = None, kernels: str = "auto",
+                   ray: bool = False, actors: int = 1, verbose: bool = False,
+                   cache_path: str | os.PathLike | None = None,
+                   progress: Progress | None = None) -> tuple[Selection, np.ndarray, SelectSummary]:
+    """select_file's selection of records held in memory (each with both scorers' fields): the selection, every
+    record's evol score (NaN for an unscored one) and the summary."""
+    _check_options(model, embeddings, threshold)
+    selection, scores, summary, _ = _select(records, budget, threshold, model, embeddings, threads, n_gpu_layers,
+                                            kernels, ray, actors, verbose, cache_path, progress)
+    return selection, scores, summary
+
+
+def _check_options(model: str | os.PathLike | None, embeddings: str | os.PathLike | None, threshold: float) -> None:
     if (model is None) == (embeddings is None):
         raise InputError("give the embedder ({model}) or precomputed embeddings ({embeddings}), one of the two",
                          options=["model", "embeddings"])
     check_range("threshold", threshold, 0, 1)
-    if output is not None:
-        refuse_input_as_output(source, output)
+
+
+def _select(records: list[Record], budget: int, threshold: float, model: str | os.PathLike | None,
+            embeddings: str | os.PathLike | None, threads: int | None, n_gpu_layers: int | None, kernels: str,
+            ray: bool, actors: int, verbose: bool, cache_path: str | os.PathLike | None,
+            progress: Progress | None) -> tuple[Selection, np.ndarray, SelectSummary, tuple[Step, ...]]:
+    """The selection, every record's evol score, the summary and the steps that made the embeddings."""
     summary = SelectSummary()
     start = time.perf_counter()
-    records = list(read_records(source, split=split, config=config))
-    summary.input_made = read_provenance(source)
     summary.records = len(records)
     scores = np.array([record_evol_score(record) for record in records], dtype=np.float64)
     order = rank(scores)[:int(np.isfinite(scores).sum())]  # NaN (unscored) sort last and are left out
@@ -97,20 +135,12 @@ def select_file(source: str | os.PathLike | BinaryIO, output: str | os.PathLike 
                             ray=ray, actors=actors, block=1) as embedding:
             selection = _lazy_selection(records, order, embedding, budget, threshold, cache_path, progress, summary)
             steps = (embedding.made(),)
-    made = Provenance((*steps, Step("select", None, {"budget": budget, "threshold": threshold}))).after(
-        summary.input_made)
     summary.examined, summary.rejected = selection.examined, selection.rejected
     summary.selected = len(selection.indices)
     for _, reason in selection.skipped:
         summary.unusable[reason] = summary.unusable.get(reason, 0) + 1
-    with open_writer(output) as writer:
-        writer.begin(made)
-        for index, similarity in zip(selection.indices, selection.similarities):
-            data = records[index].data
-            writer.write({**data, EVOL_FIELD: float(scores[index]), SIMILARITY_FIELD: similarity})
-        writer.finish(made)
     summary.seconds = time.perf_counter() - start
-    return summary
+    return selection, scores, summary, steps
 
 
 def record_evol_score(record: Record) -> float:
