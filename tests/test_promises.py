@@ -119,7 +119,8 @@ def test_every_quant_type_converts_loads_and_scores(gguf_file, pairs, f32_scores
     assert file_type == {"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16,
                          "bf16": gguf.LlamaFileType.MOSTLY_BF16, "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0,
                          "q6_k": gguf.LlamaFileType.MOSTLY_Q6_K, "q5_k_m": gguf.LlamaFileType.MOSTLY_Q5_K_M,
-                         "q4_k_m": gguf.LlamaFileType.MOSTLY_Q4_K_M}[quant]
+                         "q5_k_s": gguf.LlamaFileType.MOSTLY_Q5_K_S, "q4_k_m": gguf.LlamaFileType.MOSTLY_Q4_K_M,
+                         "q4_k_s": gguf.LlamaFileType.MOSTLY_Q4_K_S}[quant]
     with Scorer.from_path(path) as scorer:
         scores = np.array(scorer.score_many(pairs[:24]))
     assert np.all((scores >= 1) & (scores <= 6))
