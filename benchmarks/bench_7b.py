@@ -1,17 +1,19 @@
 """The real scorer's shape, measured on this machine: a Llama-7B-shaped checkpoint with seeded random weights,
 written as the Deita scorers ship (bf16 `pytorch_model-0000N-of-00003.bin` shards, ~13.5 GB), then
 
-1. `localscore convert ... --quant q4_k_m` (time, peak RSS),
-2. `localscore score` of N real pairs at q4_k_m (whole process: seconds, peak RSS) and its steady decode rate
-   (localscore_loop.py, after 2 warm-up pairs),
-3. the bare loop with llama.cpp's direct and repacked kernels (localscore/llama/kernels.py),
+1. `localscore convert ... --quant Q` for each of --quants (time, peak RSS),
+2. `localscore score` of N real pairs with each (whole process: seconds, peak RSS) and its steady decode rate
+   (localscore_loop.py, after 2 warm-up pairs), the types interleaved,
+3. unless --no-bare, the bare loop with llama.cpp's direct and repacked kernels (localscore/llama/kernels.py),
 4. the reference method (transformers + torch, one sample at a time) in bf16, and in fp32 when the machine has
    the memory for it (~27 GB of weights), at its steady rate over the first --reference-pairs pairs after one
    warm-up pair (torch bf16 is slow on CPUs without AVX512_BF16: a few pairs give its rate).
 
-    .venv/bin/python benchmarks/bench_7b.py [--pairs 16] [--reference-pairs 4] [--json benchmarks/work/7b/results.json]
+    .venv/bin/python benchmarks/bench_7b.py [--pairs 16] [--reference-pairs 4] [--quants q4_k_m,q5_k_s]
+                                            [--json benchmarks/work/7b/results.json]
 
-Needs ~32 GB of free disk under benchmarks/work/7b (checkpoint, the converter's bf16 intermediate, the GGUF) and
+Needs ~32 GB of free disk under benchmarks/work/7b (checkpoint, the converter's bf16 intermediate, the GGUF; 4-5 GB
+more per further type) and
 ~15 GB of RAM for the bf16 reference. Every step is its own subprocess (peak RSS from wait4); built files are
 reused by later runs. Takes 15-30 minutes on a 2-core VM. See benchmarks/README.md.
 """
@@ -27,7 +29,6 @@ from pathlib import Path
 from bench import PYTHON, WORK, localscore_command, read_scores, run, worker
 
 SHARDS = 3
-QUANT = "q4_k_m"
 
 
 def build_checkpoint(folder: Path, seed: int = 0) -> None:
@@ -76,7 +77,7 @@ def checkpoint(work: Path) -> Path:
 
 
 def memory_bound_mb(model: Path, kv_cells: int) -> float:
-    """Issue 13's memory target: the GGUF, the f16 KV cache of the cells the run used (32 layers x K and V x
+    """The memory target: the GGUF, the f16 KV cache of the cells the run used (32 layers x K and V x
     4096 x 2 bytes per cell), and 0.6 GB for everything else."""
     return (model.stat().st_size + kv_cells * 32 * 2 * 4096 * 2 + 0.6e9) / 2**20
 
@@ -93,7 +94,9 @@ def main() -> None:
     parser.add_argument("--reference-pairs", type=int, default=4)
     parser.add_argument("--threads", type=int)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--quants", default="q4_k_m", help="comma-separated --quant types; ratios are to the first")
     parser.add_argument("--no-reference", action="store_true", help="skip the transformers runs")
+    parser.add_argument("--no-bare", action="store_true", help="skip the bare llama.cpp loops")
     parser.add_argument("--build-checkpoint", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--write-pairs", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -114,31 +117,36 @@ def main() -> None:
     size = sum(p.stat().st_size for p in folder.glob("*.bin"))
     results["checkpoint_gb"] = size / 1e9
 
-    model = work / f"deita-7b-random.{QUANT}.gguf"
-    if not model.is_file():
-        print(f"bench_7b: converting to {model.name}", file=sys.stderr, flush=True)
-        r = run([*localscore_command(), "convert", str(folder), "-o", str(model), "--quant", QUANT])
-        results["convert"] = {"seconds": r.seconds, "rss_mb": r.rss_mb}
-    results["gguf_gb"] = model.stat().st_size / 1e9
-
     pairs = run([PYTHON, __file__, "--write-pairs", str(work), "--pairs", str(args.pairs)]).report["pairs"]
     threads = ["--threads", str(args.threads)] if args.threads else []
-    out = work / "scored.jsonl"
-    print("bench_7b: scoring with localscore", file=sys.stderr, flush=True)
-    r = run([*localscore_command(), "score", pairs, "-m", str(model), "-o", str(out), "-q", *threads])
-    scores = read_scores(out)
-    # Token counts as llama.cpp tokenizes (the bare loop reports them); the reference counts the same ids.
-    loop = run(worker("localscore_loop.py", str(model), pairs, *threads)).report
-    results["localscore"] = {"seconds": r.seconds, "rss_mb": r.rss_mb, "tokens": loop["tokens"],
-                             "decode_tokens_per_s": loop["timed_tokens"] / loop["seconds"],
-                             "process_tokens_per_s": loop["tokens"] / r.seconds, "samples": len(scores),
-                             "kv_cells": loop["kv_cells"], "kernels": loop["kernels"],
-                             "memory_bound_mb": memory_bound_mb(model, loop["kv_cells"])}
-    for kernels in ("direct", "repacked"):
-        print(f"bench_7b: bare loop, {kernels} kernels", file=sys.stderr, flush=True)
-        b = run(worker("bare_loop.py", str(model), pairs, "--kernels", kernels, *threads))
-        results[f"bare_{kernels}"] = {"seconds": b.seconds, "rss_mb": b.rss_mb,
-                                      "tokens_per_s": b.report["timed_tokens"] / b.report["seconds"]}
+    quants = args.quants.split(",")
+    models = {quant: work / f"deita-7b-random.{quant}.gguf" for quant in quants}
+    for quant, model in models.items():
+        if not model.is_file():
+            print(f"bench_7b: converting to {model.name}", file=sys.stderr, flush=True)
+            r = run([*localscore_command(), "convert", str(folder), "-o", str(model), "--quant", quant])
+            results[f"convert_{quant}"] = {"seconds": r.seconds, "rss_mb": r.rss_mb}
+        results[f"gguf_gb_{quant}"] = model.stat().st_size / 1e9
+    # The types interleaved, so that each pair of runs of one step shares the machine's load.
+    for step in ("score", "loop", *(() if args.no_bare else ("direct", "repacked"))):
+        for quant, model in models.items():
+            print(f"bench_7b: {quant}: {step}", file=sys.stderr, flush=True)
+            if step == "score":
+                out = work / f"scored.{quant}.jsonl"
+                r = run([*localscore_command(), "score", pairs, "-m", str(model), "-o", str(out), "-q", *threads])
+                results[f"localscore_{quant}"] = {"seconds": r.seconds, "rss_mb": r.rss_mb,
+                                                  "samples": len(read_scores(out))}
+            elif step == "loop":
+                # Token counts as llama.cpp tokenizes; the reference counts the same ids.
+                loop = run(worker("localscore_loop.py", str(model), pairs, *threads)).report
+                ls = results[f"localscore_{quant}"]
+                ls |= {"tokens": loop["tokens"], "decode_tokens_per_s": loop["timed_tokens"] / loop["seconds"],
+                       "process_tokens_per_s": loop["tokens"] / ls["seconds"], "kv_cells": loop["kv_cells"],
+                       "kernels": loop["kernels"], "memory_bound_mb": memory_bound_mb(model, loop["kv_cells"])}
+            else:
+                b = run(worker("bare_loop.py", str(model), pairs, "--kernels", step, *threads))
+                results[f"bare_{step}_{quant}"] = {"seconds": b.seconds, "rss_mb": b.rss_mb,
+                                                   "tokens_per_s": b.report["timed_tokens"] / b.report["seconds"]}
 
     reference_pairs = run([PYTHON, __file__, "--write-pairs", str(work), "--pairs", str(args.reference_pairs)])
 
@@ -153,12 +161,17 @@ def main() -> None:
         results[f"reference_{dtype}"] = {"seconds": r.seconds, "rss_mb": r.rss_mb,
                                          "tokens_per_s": r.report["timed_tokens"] / r.report["seconds"]}
 
-    ls, torch_bf16 = results["localscore"], results.get("reference_bfloat16", {})
-    results["targets"] = {"rss_within_bound": ls["rss_mb"] <= ls["memory_bound_mb"]}
-    if "tokens_per_s" in torch_bf16:
-        # Issue 13: >= 1.25x torch bf16's steady tokens/s in <= 0.4x its peak memory.
-        results["targets"] |= {"speed_vs_torch_bf16": ls["decode_tokens_per_s"] / torch_bf16["tokens_per_s"],
-                               "rss_vs_torch_bf16": ls["rss_mb"] / torch_bf16["rss_mb"]}
+    torch_bf16 = results.get("reference_bfloat16", {})
+    first = results[f"localscore_{quants[0]}"]
+    for quant in quants:
+        ls = results[f"localscore_{quant}"]
+        targets = {"rss_within_bound": ls["rss_mb"] <= ls["memory_bound_mb"],
+                   "speed_vs_first": ls["decode_tokens_per_s"] / first["decode_tokens_per_s"]}
+        if "tokens_per_s" in torch_bf16:
+            # >= 1.25x torch bf16's steady tokens/s in <= 0.4x its peak memory.
+            targets |= {"speed_vs_torch_bf16": ls["decode_tokens_per_s"] / torch_bf16["tokens_per_s"],
+                        "rss_vs_torch_bf16": ls["rss_mb"] / torch_bf16["rss_mb"]}
+        results[f"targets_{quant}"] = targets
     results["load_average_at_end"] = os.getloadavg()  # the host is shared: read the rates with it
     text = json.dumps(results, indent=2)
     print(text)

@@ -2,7 +2,7 @@
 with the f32 GGUF of the same checkpoint by `localscore.runs.compare`, on a trained scorer and, for contrast, on seeded
 random weights of the same shape.
 
-    python benchmarks/quant_fidelity.py --sample 160 [--models trained,random] [--json FILE]
+    python benchmarks/quant_fidelity.py --sample 160 [--models trained,random] [--types f16,q4_k_m] [--json FILE]
 
 The trained scorer and its held-out records come from trained_scorer.py (built once under
 benchmarks/work/fidelity/, a few minutes on 2 cores); every GGUF is made once from its bf16 checkpoint, the way
@@ -19,7 +19,7 @@ from pathlib import Path
 import gguf
 
 from benchmarks.trained_scorer import SHAPE, build
-from convert import convert
+from convert import QUANT_TYPES, convert
 from convert.quantize import quantize
 from localscore.runs.compare import compare
 from localscore.runs.comparison import Comparison
@@ -38,12 +38,9 @@ class Variant:
     token_embedding: str | None = None
 
 
+# Every type `localscore convert` offers but the reference itself, then q4_k_m with llama.cpp's tensor overrides.
 VARIANTS = (
-    Variant("f16", "f16"),
-    Variant("q8_0", "q8_0"),
-    Variant("q6_k", "q6_k"),
-    Variant("q5_k_m", "q5_k_m"),
-    Variant("q4_k_m", "q4_k_m"),
+    *(Variant(quant, quant) for quant in QUANT_TYPES if quant != "f32"),
     Variant("q4_k_m, output.weight q8_0", "q4_k_m", output_tensor="q8_0"),
     Variant("q4_k_m, token_embd q8_0", "q4_k_m", token_embedding="q8_0"),
     Variant("q4_k_m, both q8_0", "q4_k_m", output_tensor="q8_0", token_embedding="q8_0"),
@@ -86,10 +83,11 @@ def reference_scores(folder: Path, data: Path) -> Path:
     return out
 
 
-def measure(folder: Path, data: Path, sample: int | None) -> list[tuple[Variant, Path, Comparison]]:
+def measure(folder: Path, data: Path, sample: int | None,
+            variants: tuple[Variant, ...]) -> list[tuple[Variant, Path, Comparison]]:
     reference = reference_scores(folder, data)
     rows = []
-    for variant in VARIANTS:
+    for variant in variants:
         path = gguf_of(folder, variant)
         rows.append((variant, path, compare(reference, path, data, sample=sample)))
         print(f"fidelity: {folder.name} {variant.name} done", flush=True)
@@ -122,7 +120,14 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write every comparison's figures here")
     parser.add_argument("--sample", type=int, help="compare this many of the held-out records (seed 0)")
     parser.add_argument("--models", default="trained,random", help="which of trained,random to measure")
+    parser.add_argument("--types", help="comma-separated GGUF names of the table to measure (default: all)")
     args = parser.parse_args()
+    variants = VARIANTS
+    if args.types:
+        by_name = {v.name: v for v in VARIANTS}
+        if unknown := set(args.types.split(",")) - set(by_name):
+            parser.error(f"unknown types {', '.join(sorted(unknown))}; choose from {', '.join(by_name)}")
+        variants = tuple(by_name[name] for name in args.types.split(","))
     WORK.mkdir(parents=True, exist_ok=True)
     trained, data = build(WORK)
     random = WORK / "deita-random"
@@ -132,7 +137,7 @@ def main() -> None:
     results = {}
     for name in args.models.split(","):
         folder = {"trained": trained, "random": random}[name]
-        rows = measure(folder, data, args.sample)
+        rows = measure(folder, data, args.sample, variants)
         results[name] = {v.name: c.to_dict() | {"bytes": p.stat().st_size, "tensors": tensor_types(p)}
                          for v, p, c in rows}
         print(f"\n{name} scorer ({SHAPE}), {rows[0][2].compared} held-out records, vs its f32 GGUF:\n", flush=True)

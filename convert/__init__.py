@@ -15,7 +15,8 @@ from typing import Callable
 from localscore.errors import ConversionError
 
 # Float types first (written by localscore), then the llama.cpp quantizations made from them.
-QUANT_TYPES: tuple[str, ...] = ("f32", "f16", "bf16", "q8_0", "q6_k", "q5_k_m", "q4_k_m")
+QUANT_TYPES: tuple[str, ...] = ("f32", "f16", "bf16", "q8_0", "q6_k", "q5_k_m", "q5_k_s", "q4_k_m",
+                                 "q4_k_s")
 # Provided by the `convert` extra; the rest of a conversion's imports are localscore's own dependencies.
 EXTRA_MODULES = ("gguf", "sentencepiece")
 

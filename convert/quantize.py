@@ -16,7 +16,9 @@ FTYPES = {
     "q8_0": llama_cpp.LLAMA_FTYPE_MOSTLY_Q8_0,
     "q6_k": llama_cpp.LLAMA_FTYPE_MOSTLY_Q6_K,
     "q5_k_m": llama_cpp.LLAMA_FTYPE_MOSTLY_Q5_K_M,
+    "q5_k_s": llama_cpp.LLAMA_FTYPE_MOSTLY_Q5_K_S,
     "q4_k_m": llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_K_M,
+    "q4_k_s": llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_K_S,
 }
 # Types that output.weight or token_embd.weight can be kept at instead of what llama.cpp picks for the file type
 # (benchmarks/quant_fidelity.py measures them; none beat plain q4_k_m clearly enough to become a --quant name).

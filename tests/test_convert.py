@@ -39,7 +39,8 @@ Q = gguf.GGMLQuantizationType
 TIED = Shape(tie_embeddings=True, kv_heads=4)
 BLOCK = ("attn_norm", "attn_q", "attn_k", "attn_v", "attn_output", "ffn_norm", "ffn_gate", "ffn_up", "ffn_down")
 FLOAT_WEIGHT_TYPES = {"f32": {Q.F32}, "f16": {Q.F16}, "bf16": {Q.BF16}, "q8_0": {Q.Q8_0}, "q6_k": {Q.Q6_K},
-                      "q5_k_m": {Q.Q5_K, Q.Q6_K}, "q4_k_m": {Q.Q4_K, Q.Q6_K}}
+                      "q5_k_m": {Q.Q5_K, Q.Q6_K}, "q5_k_s": {Q.Q5_K, Q.Q6_K}, "q4_k_m": {Q.Q4_K, Q.Q6_K},
+                      "q4_k_s": {Q.Q4_K, Q.Q5_K, Q.Q6_K}}
 
 
 def expected_shapes(shape: Shape) -> dict[str, tuple[int, ...]]:
@@ -147,6 +148,13 @@ def test_metadata(gguf_file):
 def test_quantized_file_type(gguf_file):
     assert field(gguf_file("q4_k_m"), K.General.FILE_TYPE) == llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_K_M
     assert field(gguf_file("q8_0"), K.General.FILE_TYPE) == llama_cpp.LLAMA_FTYPE_MOSTLY_Q8_0
+
+
+@pytest.mark.parametrize("quant", ["q5_k_s", "q4_k_s"])
+def test_small_k_mixes_keep_q6_k_for_the_output_tensor_only(gguf_file, quant):
+    # Why they can outrun the _m mixes: llama.cpp has no repacked or tiled x86 kernel for Q6_K.
+    found = tensors(gguf_file(quant))
+    assert {name for name, t in found.items() if t.tensor_type == Q.Q6_K} == {"output.weight"}
 
 
 def test_quant_types_are_exactly_the_float_and_llama_cpp_types():

@@ -38,11 +38,12 @@ def test_cpu_class_of_this_machine_is_known():
 
 @pytest.mark.parametrize("cpu, file_type, expected", [
     # Measured rows: tiled K-quant kernels beat or tie the repacked ones, q4_0 repacks faster.
-    (AVX2, "q4_k_m", "direct"), (AVX512_VNNI, "q4_k_m", "direct"),
+    (AVX2, "q4_k_m", "direct"), (AVX512_VNNI, "q4_k_m", "direct"), (AVX2, "q4_k_s", "direct"),
+    (AVX512_VNNI, "q4_k_s", "direct"),
     (AVX2, "q4_0", "repacked"), (AVX512_VNNI, "q4_0", "repacked"),
     # Types llama.cpp does not repack on x86: direct, which never holds a second copy.
     (AVX2, "f32", "direct"), (AVX2, "f16", "direct"), (AVX2, "bf16", "direct"), (AVX2, "q8_0", "direct"),
-    (AVX2, "q6_k", "direct"), (AVX2, "q5_k_m", "direct"),
+    (AVX2, "q6_k", "direct"), (AVX2, "q5_k_m", "direct"), (AVX2, "q5_k_s", "direct"),
     # AMX crashes when repacked, whatever the type; Arm keeps llama.cpp's default.
     (AMX, "q4_0", "direct"), (AMX, "f16", "direct"), (ARM, "q4_k_m", "repacked"), (OTHER, "q4_0", "direct"),
 ])

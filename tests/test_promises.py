@@ -32,7 +32,8 @@ from tests.test_select import scored
 
 ROOT = Path(__file__).parent.parent
 # Spearman rho of each quantization's scores with f32's on 24 real pairs, measured: f16 1.00, bf16 1.00, q8_0 0.99,
-# q6_k 0.98, q5_k_m 0.98, q4_k_m 0.91 (random weights quantize worse than trained ones); a broken one is near 0.
+# q6_k 0.98, q5_k_m 0.98, q5_k_s 0.99, q4_k_m 0.90-0.91, q4_k_s 0.92 (random weights quantize worse than trained
+# ones); a broken one is near 0.
 QUANT_RANK_AGREEMENT = 0.8
 # Embedded by the tests of `embed` and `select` below: the interrupted runs are stopped once the cache holds 64.
 N_CONVERSATIONS = 80
@@ -120,7 +121,8 @@ def test_every_quant_type_converts_loads_and_scores(gguf_file, pairs, f32_scores
     assert file_type == {"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16,
                          "bf16": gguf.LlamaFileType.MOSTLY_BF16, "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0,
                          "q6_k": gguf.LlamaFileType.MOSTLY_Q6_K, "q5_k_m": gguf.LlamaFileType.MOSTLY_Q5_K_M,
-                         "q4_k_m": gguf.LlamaFileType.MOSTLY_Q4_K_M}[quant]
+                         "q5_k_s": gguf.LlamaFileType.MOSTLY_Q5_K_S, "q4_k_m": gguf.LlamaFileType.MOSTLY_Q4_K_M,
+                         "q4_k_s": gguf.LlamaFileType.MOSTLY_Q4_K_S}[quant]
     with Scorer.from_path(path) as scorer:
         scores = np.array(scorer.score_many(pairs[:24]))
     assert np.all((scores >= 1) & (scores <= 6))

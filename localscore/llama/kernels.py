@@ -38,14 +38,15 @@ _TABLE: tuple[tuple[str, frozenset[str] | None, str], ...] = (
     (AVX512_VNNI, frozenset({"q4_0", "iq4_nl"}), "repacked"),
     (AVX2, frozenset({"q4_0", "iq4_nl"}), "repacked"),
     # Measured (EPYC AVX-512 VNNI, 7B-width): q4_k_m direct (tiled VNNI kernels) 304-309 tokens/s at 872 MB vs
-    # repacked 190-198 at 1,216 MB; at full 7B 31.6 vs 20.8 tokens/s, 5.02 vs 7.94 GB. Other types: same
-    # kernels either way (repack.cpp), so direct for the memory.
+    # repacked 190-198 at 1,216 MB; at full 7B 31.6 vs 20.8 tokens/s, 5.02 vs 7.94 GB. q4_k_s is inferred from
+    # q4_k_m: the same Q4_K matrices but for a few attn_v and ffn_down at Q5_K. Other types: same kernels either
+    # way (repack.cpp), so direct for the memory.
     (AVX512_VNNI, None, "direct"),
     # Measured (2-core EPYC Zen 3, AVX2 without VNNI, bare loop, 1 thread, host load ~12; benchmarks/README.md
     # "Kernels"): q4_k_m at 7B-width direct 8.9 vs repacked 8.4 tokens/s at 865 vs 1,206 MB peak RSS; on the
     # 170M model 53 vs 54 tokens/s at 237 vs 282 MB. A tie, so the setting without the second copy of the Q4_K
-    # matrices. Other types run the same kernels either way (repack.cpp: only Q4_0/Q4_K/IQ4_NL/MXFP4 repack
-    # under AVX2).
+    # matrices; q4_k_s, the same Q4_K matrices, is inferred from it. Other types run the same kernels either way
+    # (repack.cpp: only Q4_0/Q4_K/IQ4_NL/MXFP4 repack under AVX2).
     (AVX2, None, "direct"),
     # Inferred, not measured: on Arm repack.cpp has interleaved NEON dot-product / i8mm kernels for Q4_0, Q4_K,
     # Q5_K, Q6_K and Q8_0, and the tiled kernels have no Arm micro-kernel in 0.3.36, so llama.cpp's default
