@@ -10,12 +10,15 @@ import errno
 import os
 import secrets
 import socket
+import sqlite3
 import sys
 from pathlib import Path
 
 from ..errors import LocalscoreError, OutputClosed, OutputError
 
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+# SQLite's primary result codes for a write the file system refused, as the errno write_error maps.
+_SQLITE_ERRNO = {13: errno.ENOSPC, 8: errno.EACCES, 3: errno.EACCES}  # SQLITE_FULL, SQLITE_READONLY, SQLITE_PERM
 LOCK_SUFFIX = ".lock"
 _CHUNK = 1 << 20
 
@@ -34,6 +37,14 @@ def write_error(name: object, error: OSError, *, resumable: bool = False,
                                options=["resume"])
         return OutputError(f"disk full writing {name}; free some space and rerun")
     return OutputError(f"cannot write {error.filename or name}: {error.strerror}")
+
+
+def database_write_error(name: object, error: sqlite3.DatabaseError, *, advice: str) -> LocalscoreError:
+    """write_error for a write SQLite made: its result code says what the file system refused."""
+    number = _SQLITE_ERRNO.get(getattr(error, "sqlite_errorcode", 0) & 0xFF)
+    if number is None:
+        return OutputError(f"cannot write {name}: {error}")
+    return write_error(name, OSError(number, os.strerror(number)), advice=advice)
 
 
 class Sink:

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import os
 import sqlite3
@@ -13,15 +12,13 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 
 from ..errors import LocalscoreError, OutputError
-from ..forms.durable import write_error
+from ..forms.durable import database_write_error
 from ..forms.embeddings_file import RUN_AGAIN
 from .default_model import cache_dir
 from .embedding_step import Embedding, Job
 
 # Commits are batched: one fsync per this many new vectors (a killed run loses at most these).
 _COMMIT_EVERY = 64
-# SQLite's primary result codes for a write the file system refused, as the errno durable.write_error maps.
-_SQLITE_ERRNO = {13: errno.ENOSPC, 8: errno.EACCES, 3: errno.EACCES}  # SQLITE_FULL, SQLITE_READONLY, SQLITE_PERM
 
 
 def default_path() -> Path:
@@ -73,10 +70,7 @@ class EmbeddingCache:
             self._db.close()
 
     def _write_error(self, error: sqlite3.DatabaseError) -> LocalscoreError:
-        number = _SQLITE_ERRNO.get(getattr(error, "sqlite_errorcode", 0) & 0xFF)
-        if number is None:
-            return OutputError(f"cannot write the embedding cache {self.path}: {error}")
-        return write_error(self.path, OSError(number, os.strerror(number)), advice=RUN_AGAIN)
+        return database_write_error(self.path, error, advice=RUN_AGAIN)
 
     def __enter__(self) -> "EmbeddingCache":
         return self
