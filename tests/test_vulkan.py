@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from localscore import Scorer
 from localscore.cli import cli
 from tests.reference import ReferenceScorer, deita_prompt
 
@@ -25,9 +26,13 @@ VENV = Path(os.environ.get("LOCALSCORE_VULKAN_VENV", ROOT / ".venv-vulkan"))
 # llama.cpp skips CPU-type Vulkan devices unless they are named; lavapipe is the only device here.
 LAVAPIPE = {"GGML_VK_VISIBLE_DEVICES": "0"}
 N_PAIRS = 6
-# Measured on lavapipe (LLVM 15, 256 bits) with the tiny F32 model, max |delta score| against the reference:
-# see FLOOR_CAUSES.
-F32_BOUND = None
+# Max |delta score| of the tiny F32 model against the reference on these pairs, measured on lavapipe (LLVM 15, 256
+# bits): all layers 1.9e-3 with localscore's defaults, 8.6e-4 with the Vulkan backend's fp16 arithmetic off, 1.2e-3
+# with 2 of 3 layers (docs/gpu.md, "How far scores move"). The bounds leave about 2x.
+F32_BOUND = 4e-3
+F32_NO_FP16_BOUND = 2e-3
+# q8_0 on the device against q8_0 on the CPU: 0.10 measured (the random test weights amplify rounding).
+Q8_0_BOUND = 0.2
 
 
 @pytest.fixture(scope="module")
@@ -92,6 +97,13 @@ def test_no_layers_on_the_device_is_the_cpu_build_bit_for_bit(vulkan_python, ggu
     assert runs["vulkan"].tolist() == runs["cpu"].tolist()
 
 
+def test_the_floor_without_fp16_arithmetic(vulkan_python, gguf_file, pairs_file, reference_scores, tmp_path):
+    out = tmp_path / "scored.jsonl"
+    result = localscore(vulkan_python, "score", str(pairs_file), "-o", str(out), "-m", str(gguf_file("f32")),
+                        env={"GGML_VK_DISABLE_F16": "1"})
+    assert np.abs(scores(result, out) - reference_scores).max() <= F32_NO_FP16_BOUND
+
+
 def test_some_layers_on_the_device(vulkan_python, gguf_file, pairs_file, reference_scores, tmp_path):
     out = tmp_path / "scored.jsonl"
     result = localscore(vulkan_python, "score", str(pairs_file), "-o", str(out), "-m", str(gguf_file("f32")),
@@ -110,6 +122,10 @@ def test_pack_1_is_the_same_across_runs_and_record_orders(vulkan_python, gguf_fi
         out = tmp_path / f"{source.stem}.scored.jsonl"
         runs.append(scores(localscore(vulkan_python, "score", str(source), "-o", str(out), "-m", model), out))
     assert runs[0].tolist() == runs[1][::-1].tolist()
+    # Quantized weights on the device rank as on the CPU, within the bound.
+    with Scorer.from_path(model) as on_cpu:
+        cpu = np.array(on_cpu.score_many(json.loads(line).values() for line in lines))
+    assert np.abs(runs[0] - cpu).max() <= Q8_0_BOUND
 
 
 def test_embeddings_match_the_cpu_embedder(vulkan_python, embedder_gguf, tmp_path):
@@ -139,18 +155,6 @@ def test_a_vulkan_build_without_a_device_says_so(vulkan_python, gguf_file, pairs
     assert result.stderr.splitlines()[-1] == (
         "Error: this llama.cpp build has the Vulkan backend but it found no device: check the GPU's driver (for "
         "Vulkan, `vulkaninfo` lists the devices it sees), or drop --n-gpu-layers to run on the CPU")
-
-
-def test_a_model_that_does_not_fit_in_device_memory_says_so(vulkan_python, gguf_file, pairs_file):
-    # A device whose allocations are capped below the size of the output matrix (32001 x 256 floats): the same
-    # failure as a model larger than the device's memory.
-    model = gguf_file("f32")
-    result = localscore(vulkan_python, "score", str(pairs_file), "-m", str(model),
-                        env={"GGML_VK_FORCE_MAX_ALLOCATION_SIZE": str(1 << 20)})
-    assert result.returncode == 1
-    last = result.stderr.splitlines()[-1]
-    assert last.startswith(f"Error: {model} does not fit in the memory of Vulkan0 (llvmpipe) (")
-    assert "free): offload fewer layers with --n-gpu-layers, or use a smaller quantization" in last
 
 
 def test_n_gpu_layers_on_a_cpu_build_says_so(gguf_file):
