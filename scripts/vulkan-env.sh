@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build the Vulkan environment the GPU tests run in: the system packages (Mesa's software Vulkan device lavapipe,
-# the Vulkan loader and headers, the glslc shader compiler, the SPIR-V headers), then a venv of its own (.venv-vulkan) with
-# llama-cpp-python built with -DGGML_VULKAN=on and localscore installed editable.
+# the Vulkan loader and headers, the glslc shader compiler, the SPIR-V headers), then a venv of its own
+# (.venv-vulkan) with llama-cpp-python built with -DGGML_VULKAN=on and localscore installed editable.
 #
 # Idempotent: a second run installs nothing and builds nothing. The wheel is built with pip's cache off and kept in
 # a folder of ours keyed by version and CMake flags, because pip's wheel cache keys a source build by its sdist
@@ -79,7 +79,7 @@ include=$(vulkan_include_dir)
 version=$(llama_cpp_python_version)
 # No multimodal library (llava/mtmd): localscore does not load it, and it is a fifth of the build.
 cmake_args="-DGGML_VULKAN=on -DVulkan_INCLUDE_DIR=$include -DLLAVA_BUILD=off"
-python_tag=$("$python" -c 'import sys, platform; print(f"cp{sys.version_info[0]}{sys.version_info[1]}-{platform.machine()}")')
+python_tag=$("$python" -c 'import sys, platform; v = sys.version_info; print(f"cp{v[0]}{v[1]}-{platform.machine()}")')
 key=$(printf '%s\n' "$version" "$cmake_args" "$python_tag" | sha256sum | cut -c1-16)
 wheels=$cache/wheels/llama-cpp-python-$version-vulkan-$key
 
@@ -87,7 +87,8 @@ if ! ls "$wheels"/*.whl >/dev/null 2>&1; then
     mkdir -p "$cache/sdists" "$cache/logs"
     sdist=$(ls "$cache/sdists"/llama_cpp_python-"$version".tar.gz 2>/dev/null || true)
     if [ -z "$sdist" ]; then
-        "$python" -m pip download --quiet --no-deps --no-binary llama-cpp-python -d "$cache/sdists" "llama-cpp-python==$version"
+        "$python" -m pip download --quiet --no-deps --no-binary llama-cpp-python -d "$cache/sdists" \
+            "llama-cpp-python==$version"
         sdist=$(ls "$cache/sdists"/llama_cpp_python-"$version".tar.gz)
     fi
     log=$cache/logs/llama-cpp-python-$version-vulkan-$key.log

@@ -23,10 +23,9 @@ def runs(tmp_path_factory) -> dict[str, dict]:
 
 
 def test_every_method_is_measured(runs):
-    assert list(runs) == [*REFERENCE_METHODS,
-                          "localscore f32 --pack 1, flash attention off", "localscore f32 --pack 2, flash attention off",
-                          "localscore q8_0 --pack 1, flash attention off", "localscore q8_0 --pack 2, flash attention off",
-                          "localscore q8_0 --pack 1, flash attention on", "localscore q8_0 --pack 2, flash attention on"]
+    assert list(runs) == [*REFERENCE_METHODS] + [
+        f"localscore {quant} --pack {pack}, flash attention {flash}"
+        for quant, flash in (("f32", "off"), ("q8_0", "off"), ("q8_0", "on")) for pack in (1, 2)]
     for method, run in runs.items():
         assert len(run["scores"]) == N_PAIRS and run["seconds"] > 0 and run["timed_tokens"] > 0, method
         assert run.get("offload", "CPU only") == "CPU only"
