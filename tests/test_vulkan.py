@@ -132,7 +132,7 @@ def test_embeddings_match_the_cpu_embedder(vulkan_python, embedder_gguf, tmp_pat
     from localscore.llama.embedder import Embedder
     from tests.conftest import sharegpt_conversations, sharegpt_turns
 
-    conversations = sharegpt_conversations()[:4]
+    conversations = sharegpt_conversations()[:2]
     source = tmp_path / "conversations.json"
     source.write_text(json.dumps(conversations))
     out = tmp_path / "vectors.npy"
