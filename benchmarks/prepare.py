@@ -2,7 +2,7 @@
 pairs file. Run by bench.py in a subprocess (with the repository root on PYTHONPATH), so that the parent,
 whose memory every child inherits in its peak-RSS figure, never imports torch.
 
-    python benchmarks/prepare.py WORK --pairs 64 --quants f16,q8_0,q4_k_m [--shape bench|7b-width]
+    python benchmarks/prepare.py WORK --pairs 64 --quants f16,q8_0,q4_k_m [--shape tiny|bench|7b-width]
 
 The 7b-width shape is the 7B scorer's layers (hidden 4096, ff 11008, 32 heads, the real vocabulary) with 4 of
 its 32: every matrix has the 7B's shape, so kernel speed per layer is the 7B's, at 1/8 of the weights.
@@ -15,10 +15,11 @@ import json
 import shutil
 from pathlib import Path
 
-from tests.checkpoints import BENCH, Shape, write_checkpoint
+from tests.checkpoints import BENCH, TINY, Shape, write_checkpoint
 from tests.conftest import alpaca_pairs
 
-SHAPES = {"bench": BENCH, "7b-width": Shape(hidden=4096, layers=4, heads=32, kv_heads=32, intermediate=11008)}
+SHAPES = {"tiny": TINY, "bench": BENCH,
+          "7b-width": Shape(hidden=4096, layers=4, heads=32, kv_heads=32, intermediate=11008)}
 # Types localscore does not make but llama.cpp repacks differently (made from the f16 file, for the kernel table).
 EXTRA_QUANTS = ("q4_0",)
 

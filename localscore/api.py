@@ -65,7 +65,7 @@ def score(input: PathLike, output: PathLike | None = None, *, model: PathLike | 
         if log:
             info = loaded.engine.info
             log(f"{info.path.name}: {scorer} scorer, {info.file_type}, context {info.n_ctx}, {info.n_threads} threads, "
-                f"{info.kernels}")
+                f"{info.kernels}, {info.offload}")
         return score_file(source, output, loaded, resume=resume, strict=strict, progress=progress, split=split,
                           config=config, shard=shard)
 

@@ -157,8 +157,8 @@ def test_the_header_line_names_the_kernels(gguf_file):
     asked = CliRunner().invoke(cli, ["score", "-", "-m", model, "--kernels", "direct"], input=record,
                                catch_exceptions=False)
     header = "localscore: deita-tiny.q8_0.gguf: quality scorer, q8_0, context 2048, "
-    assert f"threads, {choose('auto', 'q8_0')}\n" in auto.stderr and header in auto.stderr
-    assert f"threads, direct kernels (as asked, {cpu_class()})\n" in asked.stderr
+    assert f"threads, {choose('auto', 'q8_0')}, CPU only\n" in auto.stderr and header in auto.stderr
+    assert f"threads, direct kernels (as asked, {cpu_class()}), CPU only\n" in asked.stderr
 
 
 def test_every_model_command_offers_kernels():

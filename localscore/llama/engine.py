@@ -51,7 +51,7 @@ class Engine(Model):
             self._seq_of = np.full(self.n_batch, -1, dtype=np.int32)
             self._ensure_cells(HEAD_CELLS, self._max_cells)
             self.info = EngineInfo(self.path, self.architecture, self.file_type, self.full_precision, self.n_ctx,
-                                   self.n_ctx_train, self.n_threads, self.n_gpu_layers, self.kernels)
+                                   self.n_ctx_train, self.n_threads, self.n_gpu_layers, self.kernels, self.offload)
         except BaseException:
             self.close()
             raise

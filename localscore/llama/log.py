@@ -7,6 +7,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import ctypes
+import re
 import sys
 from typing import Iterator
 
@@ -49,6 +50,10 @@ class LlamaLog:
             yield self
         finally:
             _scopes.remove(self)
+
+    def said_allocation_failed(self) -> bool:
+        """Whether llama.cpp said a buffer could not be allocated (a model or context too big for a device)."""
+        return any(re.search(r"(unable|failed) to allocate", line) for line in self._lines)
 
     def said(self) -> str:
         """" (llama.cpp: <first error it logged>)", or "" when it logged none."""

@@ -14,6 +14,7 @@ from typing import Sequence
 import llama_cpp
 
 from ..errors import ModelError, check_range
+from .devices import Device, Offload, backends_without_devices, gpu_devices
 from .fingerprint import fingerprint
 from .kernels import KernelChoice, choose, require_llama_cpp
 from .log import LlamaLog
@@ -109,6 +110,31 @@ def physical_cores() -> int:
     return os.cpu_count() or 1
 
 
+def _offload_devices(n_gpu_layers: int | None) -> tuple[Device, ...]:
+    """The GPUs the model's layers may go to; none when `n_gpu_layers` is 0. Asking for layers on a GPU that is
+    not there is an error: the run would go on on the CPU, slower than the user planned for."""
+    if n_gpu_layers == 0:
+        return ()
+    devices = gpu_devices()
+    if devices or n_gpu_layers is None:
+        return devices
+    missing = backends_without_devices()
+    if missing:
+        raise ModelError(f"this llama.cpp build has the {' and '.join(missing)} backend but it found no device: "
+                         "check the GPU's driver (for Vulkan, `vulkaninfo` lists the devices it sees), or drop "
+                         "{n_gpu_layers} to run on the CPU", options=["n_gpu_layers"])
+    raise ModelError("this llama-cpp-python is built for the CPU only, so {n_gpu_layers} has nothing to offload "
+                     "to: reinstall it with a GPU backend (README, \"GPUs\") or drop {n_gpu_layers}",
+                     options=["n_gpu_layers"])
+
+
+def _does_not_fit(what: str, devices: tuple[Device, ...], remedy: str, log: LlamaLog) -> ModelError:
+    free = sum(device.memory()[0] for device in devices) / 2**20
+    return ModelError(f"{what} does not fit in the memory of {' + '.join(device.label for device in devices)} "
+                      f"({free:,.0f} MiB free): offload fewer layers with {{n_gpu_layers}}, or {remedy}{log.said()}",
+                      options=["n_gpu_layers"])
+
+
 @dataclass(frozen=True)
 class EngineInfo:
     path: Path
@@ -120,6 +146,7 @@ class EngineInfo:
     n_threads: int
     n_gpu_layers: int
     kernels: KernelChoice
+    offload: Offload
 
 
 class Model:
@@ -146,13 +173,23 @@ class Model:
             # The kernels depend on the weight type, and llama.cpp fixes them at load: read the header first.
             self.kernels = choose(kernels, read_header(self.path, self.log).file_type)
             mparams.use_extra_bufts = self.kernels.use_extra_bufts
+        devices = _offload_devices(n_gpu_layers)
         if n_gpu_layers is not None:
             mparams.n_gpu_layers = n_gpu_layers
+        if n_gpu_layers == 0:
+            # No device at all, not merely no layers: llama.cpp would still put the KV cache (offload_kqv) and
+            # large matrix products (op_offload) on a GPU, and the CPU build's results would not hold. The list
+            # is NULL-terminated, so one NULL is an empty list.
+            self._no_devices = (ctypes.c_void_p * 1)()
+            mparams.devices = ctypes.addressof(self._no_devices)
         self.n_gpu_layers = mparams.n_gpu_layers
         with self.log.scope(fresh=True):
             self._model = llama_cpp.llama_model_load_from_file(str(self.path).encode(), mparams)
         if not self._model:
+            if devices and self.log.said_allocation_failed():
+                raise _does_not_fit(str(self.path), devices, "use a smaller quantization", self.log)
             raise ModelError(f"cannot load {self.path}: not a valid GGUF model file{self.log.said()}")
+        self.offload = Offload.of(self.n_gpu_layers, llama_cpp.llama_model_n_layer(self._model), devices)
         self._vocab = llama_cpp.llama_model_get_vocab(self._model)
         self.architecture = self.meta("general.architecture") or "unknown"
         if self.architecture not in SUPPORTED_ARCHITECTURES:
@@ -183,11 +220,9 @@ class Model:
         """What runs this model here, for an output's record: the versions, kernels and backend."""
         from .. import __version__
 
-        offloaded = self.n_gpu_layers != 0 and llama_cpp.llama_supports_gpu_offload()
         return {"localscore": __version__, "llama_cpp_python": llama_cpp.__version__,
                 "kernels": self.kernels.kernels if self.kernels else None,
-                "cpu": self.kernels.cpu if self.kernels else None,
-                "backend": f"GPU offload, {self.n_gpu_layers} layers" if offloaded else "CPU"}
+                "cpu": self.kernels.cpu if self.kernels else None, "backend": str(self.offload)}
 
     # -- vocabulary ---------------------------------------------------------------------------------------
     def meta(self, key: str) -> str | None:
@@ -243,9 +278,12 @@ class Model:
         cparams.no_perf = True
         if self.full_precision:
             # An F32 model is for exact results: llama.cpp's f16 KV cache and f16 CPU flash attention would move
-            # them by ~1e-3; an f32 cache without flash attention matches the reference to ~1e-6.
+            # them by ~1e-3; an f32 cache without flash attention matches the reference to ~1e-6. With some layers
+            # on a GPU, the CPU's layers stay on the CPU: op_offload would run their large matrix products on the
+            # GPU, in its arithmetic (see docs/gpu.md).
             cparams.type_k = cparams.type_v = llama_cpp.GGML_TYPE_F32
             cparams.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
+            cparams.op_offload = False
         return cparams
 
     def _context_params(self, n_cells: int) -> llama_cpp.llama_context_params:
@@ -268,6 +306,9 @@ class Model:
             self._ctx = llama_cpp.llama_init_from_model(self._model, self._context_params(n_cells))
         if not self._ctx:
             self.n_cells = 0
+            if self.offload.devices and self.log.said_allocation_failed():
+                raise _does_not_fit(f"a context of {n_cells} tokens for {self.path}", self.offload.devices,
+                                    "try a smaller context", self.log)
             raise ModelError(f"cannot create a llama.cpp context of {n_cells} tokens for {self.path}"
                              f"{self.log.said()}; try a smaller context")
         self.n_cells = n_cells
