@@ -152,6 +152,8 @@ def ray_cluster():
     import ray
 
     # A small object store: the default takes 30% of the machine's memory.
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=200 * 2**20, logging_level=logging.WARNING)
+    # address="local": a cluster of its own, never one that another process on this machine started or left listed.
+    ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=200 * 2**20,
+             logging_level=logging.WARNING)
     yield
     ray.shutdown()

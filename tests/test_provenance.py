@@ -100,7 +100,7 @@ def test_info_prints_identity_and_record_of_every_output_kind(tmp_path, source, 
 
     model = gguf_file("q8_0")
     ran = (f"  ran with localscore {__version__}, llama-cpp-python {llama_cpp.__version__}, "
-           f"{q8_scorer.engine.kernels.kernels} kernels on {q8_scorer.engine.kernels.cpu}, CPU")
+           f"{q8_scorer.engine.kernels.kernels} kernels on {q8_scorer.engine.kernels.cpu}, CPU only")
     scored = f"score: {short(model)}, the quality scorer, q8_0 weights, context 2048, pack 1, too-long policy truncate"
     jsonl, parquet = tmp_path / "scored.jsonl", tmp_path / "scored.parquet"
     for out in (jsonl, parquet):
