@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import BinaryIO, Iterable
 
 from ..errors import InputError
+from ..extras import require
 from ..llama.fingerprint import SHORT
 from .durable import Sink, write_file
 from .tables import PARQUET_MAGIC
@@ -206,9 +207,7 @@ def read_provenance(source: str | os.PathLike | BinaryIO) -> Provenance | None:
     if not isinstance(source, (str, os.PathLike)) or not os.path.exists(source):
         return None
     if _is_parquet_file(source):
-        from .parquet_output import arrow
-
-        _, pq = arrow()
+        pq = require("pyarrow.parquet", "parquet", "reading this Parquet file", InputError)
         try:
             metadata = pq.read_metadata(source).metadata or {}
         except (OSError, ValueError) as e:
