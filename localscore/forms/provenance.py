@@ -21,9 +21,11 @@ from typing import BinaryIO, Iterable
 
 from ..errors import InputError
 from ..extras import require
-from ..llama.fingerprint import SHORT
 from .durable import Sink, write_file
 from .tables import PARQUET_MAGIC
+
+# How much of a fingerprint or digest messages show: enough to tell two apart at a glance.
+SHORT = 12
 
 SIDECAR_SUFFIX = ".provenance.json"
 PARQUET_KEY = "localscore.provenance"

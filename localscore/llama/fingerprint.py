@@ -17,8 +17,6 @@ import os
 END_BYTES = 8 << 20
 SAMPLES = 1024
 SAMPLE_BYTES = 4096
-# How much of a fingerprint messages show: enough to tell two models apart at a glance.
-SHORT = 12
 
 
 def fingerprint(path: str | os.PathLike) -> str:

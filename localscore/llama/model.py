@@ -78,7 +78,6 @@ def check_model(path: str | os.PathLike, verbose: bool = False) -> Path:
     loading to others (worker processes, actors) reports a missing or broken model once, before they start."""
     path = model_file(path)
     require_llama_cpp()
-    llama_cpp.llama_backend_init()
     read_header(path, LlamaLog(verbose))
     return path
 
