@@ -21,7 +21,8 @@ import numpy as np
 
 # Importing localscore.llama.engine also routes llama.cpp's log away from stderr.
 from localscore.llama.engine import physical_cores
-from localscore.llama.kernels import KERNELS, choose
+from localscore.llama.kernels import choose
+from localscore.options import KERNELS
 from localscore.llama.log import LlamaLog
 from localscore.llama.model import read_header
 from localscore.deita.templates import LABELS, QUALITY

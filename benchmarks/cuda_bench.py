@@ -40,9 +40,9 @@ def localscore_worker(models: dict[str, str], pairs: str, packs: list[int], warm
     exact mode), every pack size."""
     import llama_cpp
 
-    from localscore.deita.templates import TEMPLATES
     from localscore.llama.engine import Engine
     from localscore.llama.scorer import Scorer
+    from localscore.options import ScorerOptions
 
     class FlashEngine(Engine):
         flash_attn = False
@@ -62,7 +62,7 @@ def localscore_worker(models: dict[str, str], pairs: str, packs: list[int], warm
             for pack in packs:
                 print(f"cuda_bench: localscore {quant} --pack {pack}, flash attention {'on' if flash_attn else 'off'}",
                       file=sys.stderr, flush=True)
-                with Scorer(FlashEngine(model, n_seq_max=pack + 1), TEMPLATES["quality"], pack=pack) as scorer:
+                with Scorer(FlashEngine(model, n_seq_max=pack + 1), ScorerOptions(pack=pack)) as scorer:
                     prompts = [scorer.prompt(r["instruction"], r["output"]) for r in records]
                     scores = scorer.score_prompts(prompts[:warmup])
                     start = time.perf_counter()

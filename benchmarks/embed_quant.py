@@ -75,8 +75,9 @@ def work_embed(model: str, data: str, out: str, threads: str) -> dict:
     from localscore.runs.embed import turns_of
     from localscore.llama.embedder import Embedder
     from localscore.forms.reader import read_records
+    from localscore.options import RunOptions
 
-    with Embedder.from_path(model, threads=int(threads) or None) as embedder:
+    with Embedder.from_path(model, RunOptions(threads=int(threads) or None)) as embedder:
         ids = [embedder.ids(turns_of(record)) for record in read_records(data)]
         embedder.embed_ids(ids[0])  # warm-up
         start = time.perf_counter()
@@ -158,6 +159,7 @@ def main() -> None:
             print(f"embed_quant: {name} {quant}: {r.report['embeddings'] / r.report['seconds']:.2f}/s "
                   f"({load()})", file=sys.stderr, flush=True)
         results[name] = {"data": str(data), "speed": speed, "load_after": os.getloadavg(), "figures": {}}
+    from localscore.options import CompareOptions, RunOptions
     from localscore.runs.embedding_compare import compare_embedders  # after the runs: it loads llama.cpp
 
     for name, result in results.items():
@@ -165,9 +167,9 @@ def main() -> None:
         base = speed["f32"]["embeddings"] / speed["f32"]["seconds"]
         rows = []
         for quant in types:
+            budget = max(1, round(BUDGET_SHARE * speed[quant]["embeddings"]))
             c = compare_embedders(OUT / f"{name}.f32.npy", OUT / f"{name}.{quant}.npy", data,
-                                  budget=max(1, round(BUDGET_SHARE * speed[quant]["embeddings"])),
-                                  threshold=THRESHOLD)
+                                  CompareOptions(budget=budget, threshold=THRESHOLD), RunOptions())
             result["figures"][quant] = c.to_dict()
             s, p, v = c.selection, c.pairs, c.vectors
             rate = speed[quant]["embeddings"] / speed[quant]["seconds"]

@@ -31,9 +31,9 @@ SETTINGS = {
 def scores(model: str, pairs: str, overrides: dict, n_gpu_layers: int | None) -> list[float]:
     import llama_cpp
 
-    from localscore.deita.templates import TEMPLATES
     from localscore.llama.engine import Engine
     from localscore.llama.scorer import Scorer
+    from localscore.options import RunOptions
 
     class Probe(Engine):
         def _context_params(self, n_cells):
@@ -44,7 +44,7 @@ def scores(model: str, pairs: str, overrides: dict, n_gpu_layers: int | None) ->
 
     with open(pairs, encoding="utf-8") as f:
         records = [json.loads(line) for line in f if line.strip()]
-    with Scorer(Probe(model, n_gpu_layers=n_gpu_layers), TEMPLATES["quality"]) as scorer:
+    with Scorer(Probe(model, RunOptions(n_gpu_layers=n_gpu_layers))) as scorer:
         return scorer.score_many((r["instruction"], r["output"]) for r in records)
 
 

@@ -14,6 +14,7 @@ import json
 import time
 
 from localscore import Scorer
+from localscore.options import RunOptions, ScorerOptions
 
 
 def main() -> None:
@@ -25,7 +26,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int)
     args = parser.parse_args()
 
-    with Scorer.from_path(args.model, threads=args.threads, pack=args.pack) as scorer:
+    with Scorer.from_path(args.model, ScorerOptions(pack=args.pack), RunOptions(threads=args.threads)) as scorer:
         with open(args.pairs, encoding="utf-8") as f:
             records = [json.loads(line) for line in f if line.strip()]
         prompts = [scorer.prompt(r["instruction"], r["output"]) for r in records]

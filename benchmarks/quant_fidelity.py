@@ -25,6 +25,7 @@ from localscore.runs.compare import compare
 from localscore.runs.comparison import Comparison
 from localscore.runs.score import score_file
 from localscore.llama.scorer import Scorer
+from localscore.options import CompareOptions, InputOptions, OutputOptions, RunOptions
 from tests.checkpoints import write_checkpoint
 
 WORK = Path(__file__).resolve().parent / "work" / "fidelity"
@@ -79,7 +80,7 @@ def reference_scores(folder: Path, data: Path) -> Path:
     out = folder.parent / f"{folder.name}.f32.scored.jsonl"
     if not out.is_file():
         with Scorer.from_path(gguf_of(folder, Variant("f32", "f32"))) as scorer:
-            score_file(data, out, scorer)
+            score_file(InputOptions(data), OutputOptions(out), scorer)
     return out
 
 
@@ -89,7 +90,7 @@ def measure(folder: Path, data: Path, sample: int | None,
     rows = []
     for variant in variants:
         path = gguf_of(folder, variant)
-        rows.append((variant, path, compare(reference, path, data, sample=sample)))
+        rows.append((variant, path, compare(reference, path, data, CompareOptions(sample=sample), RunOptions())))
         print(f"fidelity: {folder.name} {variant.name} done", flush=True)
     return rows
 
@@ -101,7 +102,7 @@ def labels_agreement(folder: Path, data: Path) -> Comparison:
         for line in src:
             record = json.loads(line)
             out.write(json.dumps(record | {"quality_score": record["label"]}, ensure_ascii=False) + "\n")
-    return compare(labels, reference_scores(folder, data), data)
+    return compare(labels, reference_scores(folder, data), data, CompareOptions(), RunOptions())
 
 
 def table(rows: list[tuple[Variant, Path, Comparison]]) -> list[str]:

@@ -66,12 +66,14 @@ def worker(model: str, pairs: str, out: str, actors: int, threads: int) -> None:
     import pyarrow.parquet as pq
     import ray
 
+    from localscore.options import InputOptions, OutputOptions, RayOptions, RunOptions, ScorerOptions
     from localscore.runs.ray import score_on_ray
 
     start = time.perf_counter()
     ray.init(num_cpus=CPUS, include_dashboard=False, object_store_memory=200 * 2**20, logging_level=logging.WARNING)
     init_s = time.perf_counter() - start
-    summary = score_on_ray(pairs, out, model_path=model, actors=actors, threads=threads)
+    summary = score_on_ray(InputOptions(pairs), OutputOptions(out), model, ScorerOptions(), RunOptions(threads=threads),
+                           RayOptions(actors))
     scores = pq.read_table(out, columns=["quality_score"])["quality_score"].to_pylist()
     print(json.dumps({"init_s": init_s, "run_s": summary.seconds, "records": summary.records, "tokens": summary.tokens,
                       "actors": {name: vars(stats) for name, stats in summary.actors.items()}, "scores": scores}))

@@ -13,22 +13,19 @@ from pathlib import Path
 from typing import Callable
 
 from localscore.errors import ConversionError
-
-# Float types first (written by localscore), then the llama.cpp quantizations made from them.
-QUANT_TYPES: tuple[str, ...] = ("f32", "f16", "bf16", "q8_0", "q6_k", "q5_k_m", "q5_k_s", "q4_k_m",
-                                 "q4_k_s")
+from localscore.options import DEFAULT_QUANT, QUANT_TYPES
 # Provided by the `convert` extra; the rest of a conversion's imports are localscore's own dependencies.
 EXTRA_MODULES = ("gguf", "sentencepiece")
 
 
-def convert(source: str | os.PathLike, output: str | os.PathLike, quant: str = "q4_k_m", *,
+def convert(source: str | os.PathLike, output: str | os.PathLike, quant: str = DEFAULT_QUANT, *,
             log: Callable[[str], None] | None = None) -> Path:
     """Convert the checkpoint `source` (a local folder or a Hub repo id like "org/name") into the GGUF file
     `output`, its weights in `quant` (one of QUANT_TYPES); `log` receives short progress lines. Returns the
     output path. Raises ConversionError for anything about the inputs that stops the conversion."""
     if quant not in QUANT_TYPES:
         raise ConversionError(f"unknown quantization {quant!r}; choose one of {', '.join(QUANT_TYPES)}")
-    # Imported here so that reading QUANT_TYPES (the CLI's --quant choices) costs nothing.
+    # Imported here: importing this package, as the CLI does, costs nothing.
     try:
         from convert import pipeline
     except ImportError as error:

@@ -14,13 +14,16 @@ from typing import TYPE_CHECKING, Callable, Sequence, Union
 
 from .errors import InputError, UsageError
 from .forms.reader import existing, user_source
+from .options import (DEFAULT_KERNELS, DEFAULT_PACK, DEFAULT_SCORER, DEFAULT_SEED, DEFAULT_SPLIT, DEFAULT_THRESHOLD,
+                      DEFAULT_TOO_LONG, CompareOptions, InputOptions, OutputOptions, RayOptions, RunOptions,
+                      ScorerOptions, SelectOptions)
 from .runs.progress import Progress
 
 if TYPE_CHECKING:
     from .forms.provenance import Provenance
-    from .runs.comparison import Comparison
+    from .runs.compare.embedders import EmbedderComparison
+    from .runs.compare.scorer_report import Comparison
     from .runs.embed import EmbedSummary
-    from .runs.embedding_compare import EmbedderComparison
     from .runs.rows import Rows
     from .runs.score import Summary
     from .runs.select import SelectSummary
@@ -30,50 +33,47 @@ Log = Callable[[str], None]
 
 
 def score(input: PathLike, output: PathLike | None = None, *, model: PathLike | None = None,
-          scorer: str = "quality", split: str = "train", config: str | None = None, threads: int | None = None,
-          n_gpu_layers: int | None = None, kernels: str = "auto", ctx: int | None = None, too_long: str = "truncate",
-          pack: int = 1, shard: str | None = None, resume: bool = False, strict: bool = False, ray: bool = False,
-          actors: int | None = None, verbose: bool = False, progress: Progress | None = None,
-          log: Log | None = None) -> Summary:
+          scorer: str = DEFAULT_SCORER, split: str = DEFAULT_SPLIT, config: str | None = None,
+          threads: int | None = None, n_gpu_layers: int | None = None, kernels: str = DEFAULT_KERNELS,
+          ctx: int | None = None, too_long: str = DEFAULT_TOO_LONG, pack: int = DEFAULT_PACK, shard: str | None = None,
+          resume: bool = False, strict: bool = False, ray: bool = False, actors: int | None = None,
+          verbose: bool = False, progress: Progress | None = None, log: Log | None = None) -> Summary:
     """Score every record of `input` with the Deita `scorer` ("quality" or "complexity") into `output` (None:
     JSON Lines on stdout; a `.parquet` name: Parquet). `input` is a JSONL or JSON file ("-": stdin), a Parquet file
     or folder, a datasets save_to_disk folder, or `hf://datasets/ORG/NAME` (`split`, `config`). `model` defaults to
     the official scorer, converted once into the cache. `shard` "I/N" scores one slice for `merge`; `resume`
     continues an interrupted run into the same `output`; `strict` stops at the first bad record instead of marking
     it. `ray` scores on a Ray cluster with `actors` actors of `threads` threads each (default 1 and 1)."""
-    _check_ray(ray, actors, n_gpu_layers, kernels)
-    if resume and output is None:
-        raise UsageError("{resume} needs an output file ({output})", options=["resume", "output"])
+    on_ray = _ray(ray, actors, n_gpu_layers, kernels)
+    out = OutputOptions(output, resume, shard)
+    scoring = ScorerOptions(scorer, ctx, too_long, pack)
+    run = RunOptions(threads, n_gpu_layers, kernels, verbose)
     from .runs.shards import Shard
 
-    source = user_source(input)  # checked before the model loads (or is converted on first use): a typo costs nothing
+    # Checked before the model loads (or is converted on first use): a typo costs nothing.
+    source = InputOptions(user_source(input), split, config)
     if shard is not None:
         Shard.parse(shard)
-    if ray:
+    if on_ray is not None:
         from .runs.ray import score_on_ray
 
-        return score_on_ray(source, output, model_path=model, scorer=scorer, actors=actors or 1, threads=threads or 1,
-                            ctx=ctx, too_long=too_long, pack=pack, strict=strict, verbose=verbose, resume=resume,
-                            split=split, config=config, shard=shard, progress=progress)
+        return score_on_ray(source, out, model, scoring, run, on_ray, strict=strict, progress=progress)
     from .llama.scorer import Scorer
     from .runs.default_model import default_model
     from .runs.score import score_file
 
-    path = model or default_model(scorer, log=log)
-    with Scorer.from_path(path, scorer, ctx=ctx, threads=threads, n_gpu_layers=n_gpu_layers, too_long=too_long,
-                          pack=pack, kernels=kernels, verbose=verbose) as loaded:
+    with Scorer.from_path(model or default_model(scorer, log=log), scoring, run) as loaded:
         if log:
             info = loaded.engine.info
             log(f"{info.path.name}: {scorer} scorer, {info.file_type}, context {info.n_ctx}, {info.n_threads} threads, "
                 f"{info.kernels}, {info.offload}")
-        return score_file(source, output, loaded, resume=resume, strict=strict, progress=progress, split=split,
-                          config=config, shard=shard)
+        return score_file(source, out, loaded, strict=strict, progress=progress)
 
 
-def score_rows(rows: Rows, *, model: PathLike | None = None, scorer: str = "quality", threads: int | None = None,
-               n_gpu_layers: int | None = None, kernels: str = "auto", ctx: int | None = None,
-               too_long: str = "truncate", pack: int = 1, verbose: bool = False,
-               log: Log | None = None) -> list[dict] | dict[str, list]:
+def score_rows(rows: Rows, *, model: PathLike | None = None, scorer: str = DEFAULT_SCORER,
+               threads: int | None = None, n_gpu_layers: int | None = None, kernels: str = DEFAULT_KERNELS,
+               ctx: int | None = None, too_long: str = DEFAULT_TOO_LONG, pack: int = DEFAULT_PACK,
+               verbose: bool = False, log: Log | None = None) -> list[dict] | dict[str, list]:
     """Score records held in memory as `score` scores a file's: the same output objects, fields, errors and scores
     (bit for bit at `pack` 1). `rows` is a list of objects, read as a JSON array file is, or a batch of columns (a
     dict of equal-length lists, as `datasets.Dataset.map(..., batched=True)` passes), returned as columns: its own,
@@ -86,36 +86,36 @@ def score_rows(rows: Rows, *, model: PathLike | None = None, scorer: str = "qual
     from .runs.rows import loaded_scorer
     from .runs.rows import score_rows as score_loaded
 
-    loaded = loaded_scorer(model or default_model(scorer, log=log), scorer, ctx=ctx, threads=threads,
-                           n_gpu_layers=n_gpu_layers, too_long=too_long, pack=pack, kernels=kernels, verbose=verbose)
-    return score_loaded(rows, loaded)
+    scoring = ScorerOptions(scorer, ctx, too_long, pack)
+    run = RunOptions(threads, n_gpu_layers, kernels, verbose)
+    return score_loaded(rows, loaded_scorer(model or default_model(scorer, log=log), scoring, run))
 
 
-def embed(input: PathLike, output: PathLike, *, model: PathLike, split: str = "train", config: str | None = None,
-          threads: int | None = None, n_gpu_layers: int | None = None, kernels: str = "auto",
-          shard: str | None = None, ray: bool = False, actors: int | None = None, verbose: bool = False,
-          progress: Progress | None = None) -> EmbedSummary:
+def embed(input: PathLike, output: PathLike, *, model: PathLike, split: str = DEFAULT_SPLIT,
+          config: str | None = None, threads: int | None = None, n_gpu_layers: int | None = None,
+          kernels: str = DEFAULT_KERNELS, shard: str | None = None, ray: bool = False, actors: int | None = None,
+          verbose: bool = False, progress: Progress | None = None) -> EmbedSummary:
     """Write the embedding of every record of `input` (any form `score` reads) to `output`, a float32 `.npy` with
     one row per record, computed with the embedder GGUF `model` as Deita's embedder does; a record that cannot be
     embedded gets a row of NaN. Computed embeddings are cached, so calling again after an interruption only
     computes the rest. `shard` "I/N" embeds one slice for `merge`; `ray` embeds on a Ray cluster with `actors`
     actors of `threads` threads each (default 1 and 1), the rows written here, in input order."""
-    _check_ray(ray, actors, n_gpu_layers, kernels)
+    on_ray = _ray(ray, actors, n_gpu_layers, kernels)
+    run = RunOptions(threads, n_gpu_layers, kernels, verbose)
     from .runs.embed import embed_file, open_embedding
     from .runs.shards import Shard
 
-    source = user_source(input)
+    source = InputOptions(user_source(input), split, config)
     if shard is not None:
         Shard.parse(shard)
-    with open_embedding(model, threads=threads, n_gpu_layers=n_gpu_layers, kernels=kernels, verbose=verbose,
-                        ray=ray, actors=actors or 1) as embedding:
-        return embed_file(source, output, embedding, split=split, config=config, shard=shard, progress=progress)
+    with open_embedding(model, run, on_ray) as embedding:
+        return embed_file(source, OutputOptions(output, shard=shard), embedding, progress=progress)
 
 
-def select(input: PathLike, output: PathLike | None = None, *, budget: int, threshold: float = 0.9,
-           model: PathLike | None = None, embeddings: PathLike | None = None, split: str = "train",
+def select(input: PathLike, output: PathLike | None = None, *, budget: int, threshold: float = DEFAULT_THRESHOLD,
+           model: PathLike | None = None, embeddings: PathLike | None = None, split: str = DEFAULT_SPLIT,
            config: str | None = None, threads: int | None = None, n_gpu_layers: int | None = None,
-           kernels: str = "auto", ray: bool = False, actors: int | None = None, verbose: bool = False,
+           kernels: str = DEFAULT_KERNELS, ray: bool = False, actors: int | None = None, verbose: bool = False,
            progress: Progress | None = None) -> SelectSummary:
     """Write the `budget` best and most diverse records of `input` (scored by both Deita scorers) to `output`
     (None: stdout), best first, each with its evol score and its similarity to the nearest record kept before it.
@@ -123,50 +123,53 @@ def select(input: PathLike, output: PathLike | None = None, *, budget: int, thre
     embedder GGUF `model` for the records the selection reaches; give one of the two. With `ray`, `actors` Ray
     actors (of `threads` threads each, default 1 and 1) embed the next candidates ahead of the walk, which picks
     exactly what it picks here."""
-    _check_ray(ray, actors, n_gpu_layers, kernels)
+    on_ray = _ray(ray, actors, n_gpu_layers, kernels)
     if ray and embeddings is not None:
         raise UsageError("{ray} embeds with {model}; precomputed {embeddings} need no actors",
                          options=["ray", "model", "embeddings"])
+    choice = SelectOptions(budget, threshold, model, embeddings)
+    run = RunOptions(threads, n_gpu_layers, kernels, verbose)
     from .runs.select import select_file
 
-    return select_file(user_source(input), output, budget=budget, threshold=threshold, model=model,
-                       embeddings=embeddings, split=split, config=config, threads=threads, n_gpu_layers=n_gpu_layers,
-                       kernels=kernels, ray=ray, actors=actors or 1, verbose=verbose, progress=progress)
+    return select_file(InputOptions(user_source(input), split, config), output, choice,
+                       run, on_ray, progress=progress)
 
 
-def compare(a: PathLike, b: PathLike, data: PathLike, *, scorer: str = "quality", sample: int | None = None,
-            seed: int = 0, threads: int | None = None, kernels: str = "auto", json: PathLike | None = None,
-            plot: PathLike | None = None, embedder: bool = False, budget: int | None = None, threshold: float = 0.9,
-            progress: Progress | None = None, log: Log | None = None) -> Comparison | EmbedderComparison:
+def compare(a: PathLike, b: PathLike, data: PathLike, *, scorer: str | None = None, sample: int | None = None,
+            seed: int = DEFAULT_SEED, threads: int | None = None, kernels: str = DEFAULT_KERNELS,
+            json: PathLike | None = None, plot: PathLike | None = None, embedder: bool = False,
+            budget: int | None = None, threshold: float | None = None, progress: Progress | None = None,
+            log: Log | None = None) -> Comparison | EmbedderComparison:
     """Compare scorer `a` with scorer `b` on the records of `data` (all, or `sample` drawn with `seed`): each is a
-    scorer GGUF, scored here, or a file scored from `data`. Writes the figures as JSON to `json` and a PNG to `plot`
-    when given; returns them. With `embedder`, `a` and `b` are embedders instead (GGUFs, or `.npy` files from
-    `embed` of `data`), and when `data` is scored, Deita's selection of `budget` records at `threshold` runs with
-    each (see embedding_compare.py)."""
+    scorer GGUF, scored here, or a file scored from `data`, with the prompt of `scorer` (default "quality"). Writes
+    the figures as JSON to `json` and a PNG to `plot` when given; returns them. With `embedder`, `a` and `b` are
+    embedders instead (GGUFs, or `.npy` files from `embed` of `data`), and when `data` is scored, Deita's selection
+    of `budget` records at `threshold` (default 0.9) runs with each (see runs/compare/embedders.py)."""
     for path in (a, b, data):
         existing(path)
+    run = RunOptions(threads, kernels=kernels)
     if embedder:
-        for name, given in (("scorer", scorer != "quality"), ("plot", plot is not None)):
-            if given:
+        for name, value in (("scorer", scorer), ("plot", plot)):
+            if value is not None:
                 raise UsageError(f"{{{name}}} compares scorers; drop it or drop {{embedder}}",
                                  options=[name, "embedder"])
-        from .runs.embedding_compare import compare_embedders
+        from .runs.compare.embedders import compare_embedders
 
-        return compare_embedders(a, b, data, budget=budget, threshold=threshold, sample=sample, seed=seed,
-                                 threads=threads, kernels=kernels, json_path=json, log=log,
-                                 progress=progress)
-    for name, given in (("budget", budget is not None), ("threshold", threshold != 0.9)):
-        if given:
+        options = CompareOptions(sample=sample, seed=seed, budget=budget, json_path=json,
+                                 threshold=DEFAULT_THRESHOLD if threshold is None else threshold)
+        return compare_embedders(a, b, data, options, run, log=log, progress=progress)
+    for name, value in (("budget", budget), ("threshold", threshold)):
+        if value is not None:
             raise UsageError(f"{{{name}}} compares embedders' selections: add {{embedder}}", options=[name, "embedder"])
-    from .runs.compare import compare as compare_scorers
-    from .runs.compare import is_npy
+    from .runs.compare.scorers import compare as compare_scorers
+    from .runs.compare.scorers import is_npy
 
     for label, path in (("A", a), ("B", b)):
         if is_npy(path):
             raise UsageError(f"{label} ({os.fspath(path)}) holds embeddings: add {{embedder}} to compare embedders",
                              options=["embedder"])
-    return compare_scorers(a, b, data, scorer=scorer, sample=sample, seed=seed, threads=threads, kernels=kernels,
-                           json_path=json, plot=plot, log=log, progress=progress)
+    options = CompareOptions(scorer or DEFAULT_SCORER, sample, seed, json_path=json, plot=plot)
+    return compare_scorers(a, b, data, options, run, log=log, progress=progress)
 
 
 @dataclass(frozen=True)
@@ -203,11 +206,16 @@ def info(path: PathLike) -> Provenance:
     return provenance
 
 
-def _check_ray(ray: bool, actors: int | None, n_gpu_layers: int | None, kernels: str) -> None:
+def _ray(ray: bool, actors: int | None, n_gpu_layers: int | None, kernels: str) -> RayOptions | None:
+    """The Ray run asked for (None: this process), refusing what does not go with it."""
     if actors is not None and not ray:
         raise UsageError("{actors} needs {ray}", options=["actors", "ray"])
-    if ray and n_gpu_layers is not None:
+    if not ray:
+        return None
+    if n_gpu_layers is not None:
         raise UsageError("{n_gpu_layers} does not work with {ray}", options=["n_gpu_layers", "ray"])
-    if ray and kernels != "auto":
+    if kernels != DEFAULT_KERNELS:
         # Each node chooses for its own CPU: one setting named on the driver may not fit (or may crash) there.
         raise UsageError("{kernels} does not work with {ray}: each node chooses its own", options=["kernels", "ray"])
+    return RayOptions() if actors is None else RayOptions(actors)
+

@@ -4,20 +4,22 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import sys
 import time
 from pathlib import Path
 from typing import Iterator
 
 import click
-
-from convert import QUANT_TYPES
+from click.core import ParameterSource
 
 from . import __version__
-from .deita.prompts import TOO_LONG_POLICIES
-from .deita.templates import TEMPLATES
 from .errors import LocalscoreError, OutputClosed, UsageError
-from .llama.kernels import KERNELS
+from .options import COMMANDS, Option
+
+# The short flags: each means one option, in every command that has it (the long flags are the options' names).
+SHORT_FLAGS = {"output": "-o", "model": "-m", "scorer": "-s", "ctx": "-c", "threads": "-t", "quiet": "-q",
+               "verbose": "-v", "budget": "-k", "sample": "-n"}
 
 # What a shell reports for a process killed by SIGPIPE: `localscore ... | head` ends like any other Unix tool.
 _BROKEN_PIPE_STATUS = 141
@@ -111,6 +113,58 @@ def _progress(quiet: bool) -> Iterator[_ProgressLine | None]:
         line.close()
 
 
+def _long_flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _spell_help(text: str) -> str:
+    """Help as the table writes it, with each `{name}` of another option spelled as its flag."""
+    return re.sub(r"\{([a-z_]+)\}", lambda m: _long_flag(m.group(1)), text)
+
+
+def _click_type(option: Option):
+    if option.kind == "choice":
+        return click.Choice(option.choices)
+    if option.kind == "path":
+        return click.Path(dir_okay=False, allow_dash=True, path_type=str) if option.dash else \
+            click.Path(dir_okay=False, path_type=Path)
+    bounded = option.low is not None or option.high is not None
+    if option.kind == "int":
+        return click.IntRange(option.low, option.high) if bounded else int
+    if option.kind == "float":
+        return click.FloatRange(option.low, option.high) if bounded else float
+    return None
+
+
+def _click_option(option: Option):
+    flags = [SHORT_FLAGS[option.name]] if option.name in SHORT_FLAGS else []
+    settings = dict(help=_spell_help(option.help), required=option.required, envvar=option.envvar,
+                    metavar=option.metavar)
+    if option.kind == "flag":
+        settings["is_flag"] = True
+    else:
+        settings["type"] = _click_type(option)
+        if option.default is not None:
+            settings.update(default=option.default, show_default=True)
+    return click.option(option.name, *flags, _long_flag(option.name), **settings)
+
+
+def _options(command_name: str):
+    """The options of `command_name` as the option table (options.py) declares them, in its order."""
+    def add(command):
+        for option in reversed(COMMANDS[command_name]):
+            command = _click_option(option)(command)
+        return command
+    return add
+
+
+def _given(options: dict) -> dict:
+    """The options the user gave (on the command line or in the environment): the API's own defaults apply to
+    the rest, so that "did the user give it?" is the API's question, answered without comparing with a default."""
+    ctx = click.get_current_context()
+    return {name: value for name, value in options.items() if ctx.get_parameter_source(name) != ParameterSource.DEFAULT}
+
+
 @click.group(cls=_Group)
 @click.version_option(__version__, prog_name="localscore")
 def cli() -> None:
@@ -119,86 +173,20 @@ def cli() -> None:
 
 @cli.command()
 @click.argument("source")
-@click.option("output", "-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help="GGUF file to write.")
-@click.option("quant", "-q", "--quant", type=click.Choice(QUANT_TYPES), default="q4_k_m", show_default=True,
-              help="Weight type of the output.")
-def convert(source: str, output: Path, quant: str) -> None:
+@_options("convert")
+def convert(source: str, **options) -> None:
     """Convert a Deita scorer checkpoint (a local folder or a hub repo id) into a GGUF model.
 
     Example: localscore convert hkust-nlp/deita-quality-scorer -o deita-quality.q4_k_m.gguf
     """
     from convert import convert as convert_checkpoint
 
-    convert_checkpoint(source, output, quant, log=_log)
-
-
-def _input_options(command):
-    """INPUT and which part of it: what every command that reads records takes."""
-    for option in reversed([
-        click.argument("input", metavar="INPUT"),
-        click.option("split", "--split", default="train", show_default=True,
-                     help="Split of a hub dataset or saved DatasetDict."),
-        click.option("config", "--config", help="Configuration (subset) of a hub dataset."),
-    ]):
-        command = option(command)
-    return command
-
-
-_kernels_option = click.option(
-    "kernels", "--kernels", type=click.Choice(KERNELS), default="auto", show_default=True,
-    help="llama.cpp's matrix kernels: repacked (a rearranged copy of some weights, more memory) or direct (the "
-         "weights as the file stores them); auto picks what measured faster for this CPU and weight type.")
-
-
-def _model_run_options(command):
-    """-t, --n-gpu-layers, --kernels, -q, -v: how a command that runs a model runs it."""
-    for option in reversed([
-        click.option("threads", "-t", "--threads", type=click.IntRange(min=1),
-                     help="CPU threads (default: physical cores; with --ray: 1 per actor)."),
-        click.option("n_gpu_layers", "--n-gpu-layers", type=int,
-                     help="Layers to offload to Metal/CUDA (default: all when built with GPU support)."),
-        _kernels_option,
-        click.option("quiet", "-q", "--quiet", is_flag=True, help="No progress and no summary."),
-        click.option("verbose", "-v", "--verbose", is_flag=True, help="Show llama.cpp's log (and Ray's, with --ray)."),
-    ]):
-        command = option(command)
-    return command
-
-
-def _shard_option(verb: str):
-    return click.option("shard", "--shard", metavar="I/N",
-                        help=f"{verb} only the I-th (0-based) of N slices; see `merge`.")
-
-
-def _ray_options(verb: str, work: str):
-    """--ray and --actors."""
-    def add(command):
-        command = click.option("actors", "--actors", type=click.IntRange(min=1),
-                               help=f"With --ray: {work} actors, one model each.")(command)
-        return click.option("ray", "--ray", is_flag=True,
-                            help=f"{verb} on a Ray cluster ($RAY_ADDRESS, else a local one).")(command)
-    return add
+    convert_checkpoint(source, **_given(options), log=_log)
 
 
 @cli.command()
-@_input_options
-@click.option("output", "-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
-              help="File to write: Parquet for a .parquet name, else JSONL (default: JSONL to stdout).")
-@click.option("model", "-m", "--model", type=click.Path(dir_okay=False, path_type=Path), envvar="LOCALSCORE_MODEL",
-              help="Scorer GGUF (default: the official Deita scorer, converted once into the cache).")
-@click.option("scorer", "-s", "--scorer", type=click.Choice(list(TEMPLATES)), default="quality", show_default=True,
-              help="Which Deita prompt to score with.")
-@click.option("ctx", "-c", "--ctx", type=click.IntRange(min=16), help="Context in tokens (default: the model's, 2048).")
-@click.option("too_long", "--too-long", type=click.Choice(TOO_LONG_POLICIES), default="truncate", show_default=True,
-              help="Prompts over the context: cut the response's middle, or report an error.")
-@click.option("pack", "--pack", type=click.IntRange(1, 64), default=1, show_default=True,
-              help="Prompts per decode call, for GPUs; scores may then vary slightly with batch-mates.")
-@_shard_option("Score")
-@click.option("resume", "--resume", is_flag=True, help="Continue an interrupted run into the same -o file.")
-@click.option("strict", "--strict", is_flag=True, help="Stop at the first bad record instead of marking it.")
-@_ray_options("Score", "scoring")
-@_model_run_options
+@click.argument("input", metavar="INPUT")
+@_options("score")
 def score(quiet: bool, **options) -> None:
     """Score instruction data: JSONL or a JSON array (- for stdin), a Parquet file or folder of Parquet files, a
     datasets save_to_disk folder, or a hub dataset hf://datasets/ORG/NAME; Alpaca, ShareGPT or chat messages.
@@ -210,7 +198,7 @@ def score(quiet: bool, **options) -> None:
     from .api import score
 
     with _progress(quiet) as progress:
-        summary = score(**options, progress=progress, log=None if quiet else _log)
+        summary = score(**_given(options), progress=progress, log=None if quiet else _log)
     if not quiet:
         for line in summary.lines():
             _log(line)
@@ -218,8 +206,7 @@ def score(quiet: bool, **options) -> None:
 
 @cli.command()
 @click.argument("inputs", metavar="SHARD_OUTPUT...", nargs=-1, required=True)
-@click.option("output", "-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help="File to write: Parquet for a .parquet name, else JSONL; .npy for embedding shards.")
+@_options("merge")
 def merge(**options) -> None:
     """Join the outputs of `score --shard I/N` (or `embed --shard I/N`) runs into the single run's output,
     checking that every shard is there once and all come from one input and scorer (or embedder).
@@ -245,14 +232,8 @@ def info(path: str) -> None:
 
 
 @cli.command()
-@_input_options
-@click.option("model", "-m", "--model", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help="Embedder GGUF (Deita uses Mistral-7B-v0.1).")
-@click.option("output", "-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help=".npy file to write: float32, one row per input record.")
-@_shard_option("Embed")
-@_ray_options("Embed", "embedding")
-@_model_run_options
+@click.argument("input", metavar="INPUT")
+@_options("embed")
 def embed(quiet: bool, **options) -> None:
     """Embed every record's conversation as Deita's embedder does (last token, final hidden state).
 
@@ -263,7 +244,7 @@ def embed(quiet: bool, **options) -> None:
     from .api import embed
 
     with _progress(quiet) as progress:
-        summary = embed(**options, progress=progress)
+        summary = embed(**_given(options), progress=progress)
     if not quiet:
         for line in summary.lines():
             _log(line)
@@ -275,19 +256,8 @@ _SCORE_BOTH = ("localscore score INPUT -m QUALITY.gguf | localscore score - --sc
 
 
 @cli.command()
-@_input_options
-@click.option("budget", "-k", "--budget", type=click.IntRange(min=1), required=True,
-              help="How many records to select (Deita: 6000 or 10000).")
-@click.option("threshold", "--threshold", type=click.FloatRange(0, 1), default=0.9, show_default=True,
-              help="Reject a record whose cosine similarity to a kept one is above this.")
-@click.option("model", "-m", "--model", type=click.Path(dir_okay=False, path_type=Path),
-              help="Embedder GGUF: embed only the records the selection reaches.")
-@click.option("embeddings", "--embeddings", type=click.Path(dir_okay=False, path_type=Path),
-              help="Embeddings made by `localscore embed` from the same INPUT.")
-@click.option("output", "-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
-              help="JSONL file to write (default: stdout).")
-@_ray_options("Embed the walk's next candidates ahead of it", "embedding")
-@_model_run_options
+@click.argument("input", metavar="INPUT")
+@_options("select")
 def select(quiet: bool, **options) -> None:
     """Select the best and most diverse records of a file scored by both Deita scorers (Deita's method).
 
@@ -301,7 +271,7 @@ def select(quiet: bool, **options) -> None:
 
     try:
         with _progress(quiet) as progress:
-            summary = select(**options, progress=progress)
+            summary = select(**_given(options), progress=progress)
     except MissingScores as e:
         raise click.ClickException(f"{e}: {_SCORE_BOTH}") from None
     if not quiet:
@@ -313,23 +283,7 @@ def select(quiet: bool, **options) -> None:
 @click.argument("a", type=click.Path(dir_okay=False, path_type=Path))
 @click.argument("b", type=click.Path(dir_okay=False, path_type=Path))
 @click.argument("data", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("scorer", "-s", "--scorer", type=click.Choice(list(TEMPLATES)), default="quality", show_default=True,
-              help="Which Deita prompt, and which score fields of scored files.")
-@click.option("sample", "-n", "--sample", type=click.IntRange(min=1),
-              help="Compare N records drawn at random with --seed (default: all).")
-@click.option("seed", "--seed", type=int, default=0, show_default=True, help="Seed of the --sample draw.")
-@click.option("threads", "-t", "--threads", type=click.IntRange(min=1), help="CPU threads (default: physical cores).")
-@_kernels_option
-@click.option("json", "--json", type=click.Path(dir_okay=False, allow_dash=True, path_type=str),
-              help="Write the figures as JSON to this file (- for stdout).")
-@click.option("plot", "--plot", type=click.Path(dir_okay=False, path_type=Path),
-              help="Write a PNG: A vs B scatter and the histogram of B - A (needs localscore[plot]).")
-@click.option("embedder", "--embedder", is_flag=True,
-              help="A and B are embedders: GGUFs or .npy files from `localscore embed DATA`.")
-@click.option("budget", "-k", "--budget", type=click.IntRange(min=1),
-              help="With --embedder: records to select (default: a fifth of those compared).")
-@click.option("threshold", "--threshold", type=click.FloatRange(0, 1), default=0.9, show_default=True,
-              help="With --embedder: the selection's similarity threshold.")
+@_options("compare")
 def compare(json: str | None, **options) -> None:
     """Compare two scorers on the same records: A and B are each a scorer GGUF or a file scored from DATA
     (localscore's output, or Deita's JSON with quality_scores lists).
@@ -347,5 +301,5 @@ def compare(json: str | None, **options) -> None:
 
     to_stdout = json == "-"
     with _progress(False) as progress:
-        result = compare(**options, json=None if to_stdout else json, progress=progress, log=_log)
+        result = compare(**_given(options), json=None if to_stdout else json, progress=progress, log=_log)
     click.echo(result.to_json() if to_stdout else "\n".join(result.table()))

@@ -17,13 +17,13 @@ from data_juicer.utils.ray_utils import is_ray_mode
 from loguru import logger
 
 from .api import score_rows
-from .deita.prompts import TOO_LONG_POLICIES
 from .deita.selection import EVOL_FIELD, SIMILARITY_FIELD
 from .deita.templates import COMPLEXITY, QUALITY, TEMPLATES
 from .errors import InputError, LocalscoreError, ModelError, UsageError
 from .forms.records import make_record
 from .forms.samples import SampleKeys
-from .llama.kernels import KERNELS
+from .options import (DEFAULT_KERNELS, DEFAULT_THRESHOLD, DEFAULT_TOO_LONG, KERNELS, TOO_LONG_POLICIES, RayOptions,
+                      RunOptions, SelectOptions)
 
 # What a filter does with a sample it cannot score (it never gets a score): keep it, flagged, or drop it.
 UNSCORED_POLICIES = ("keep", "drop")
@@ -48,8 +48,8 @@ class _DeitaScoreFilter(Filter):
 
     def __init__(self, model: Optional[str] = None, min_score: Optional[float] = None,
                  max_score: Optional[float] = None, unscored: str = "keep", threads: Optional[int] = None,
-                 n_gpu_layers: Optional[int] = None, kernels: str = "auto", too_long: str = "truncate", *args,
-                 **kwargs):
+                 n_gpu_layers: Optional[int] = None, kernels: str = DEFAULT_KERNELS,
+                 too_long: str = DEFAULT_TOO_LONG, *args, **kwargs):
         """
         Initialization method.
 
@@ -163,8 +163,9 @@ class DeitaDiversitySelector(Selector, Pipeline):
     # data-juicer's Ray executor runs a whole-dataset step only as a Pipeline; the local one runs a Selector.
     _supported_exec_modes = ("default", "ray")
 
-    def __init__(self, model: str = "", budget: int = 1000, threshold: float = 0.9, threads: Optional[int] = None,
-                 n_gpu_layers: Optional[int] = None, kernels: str = "auto", *args, **kwargs):
+    def __init__(self, model: str = "", budget: int = 1000, threshold: float = DEFAULT_THRESHOLD,
+                 threads: Optional[int] = None, n_gpu_layers: Optional[int] = None, kernels: str = DEFAULT_KERNELS,
+                 *args, **kwargs):
         """
         Initialization method.
 
@@ -227,8 +228,8 @@ class DeitaDiversitySelector(Selector, Pipeline):
         ray_mode = is_ray_mode()
         actors = self.num_proc if ray_mode and isinstance(self.num_proc, int) and self.num_proc > 0 else 1
         selection, scores, summary = select_records(
-            records, budget=self.budget, threshold=self.threshold, model=self.model, threads=self.threads,
-            n_gpu_layers=self.n_gpu_layers, kernels=self.kernels, ray=ray_mode, actors=actors)
+            records, SelectOptions(self.budget, self.threshold, self.model),
+            RunOptions(self.threads, self.n_gpu_layers, self.kernels), RayOptions(actors) if ray_mode else None)
         logger.info(f"{self._name}: {summary.line()}")
         return [(index, float(scores[index]), similarity)
                 for index, similarity in zip(selection.indices, selection.similarities)]
@@ -265,7 +266,7 @@ def _threads(threads: Optional[int], num_cpus: Optional[float], op: str) -> int:
 def _check_ray_placement(op: str, kernels: str, n_gpu_layers: Optional[int], num_gpus: Optional[float]) -> None:
     """The rules of `localscore score`'s Ray runs: each node chooses its kernels, and an actor has GPU layers only
     when it is given a GPU."""
-    if kernels != "auto":
+    if kernels != DEFAULT_KERNELS:
         raise UsageError(f"{op}: kernels does not work on Ray: each node chooses its own")
     if n_gpu_layers is not None and not num_gpus:
         raise UsageError(f"{op}: n_gpu_layers on Ray needs num_gpus: an actor without a GPU has no GPU layers")

@@ -14,6 +14,7 @@ from click.testing import CliRunner
 
 from localscore import Scorer
 from localscore.cli import cli
+from localscore.options import ScorerOptions
 from tests.checkpoints import populate_hub_cache
 
 DATA = Path(__file__).parent / "data"
@@ -120,7 +121,7 @@ def test_complexity_scorer_names_its_fields(tmp_path, model):
     got = lines(result.stdout)
     assert 1 <= got[0]["complexity_score"] <= 6
     assert len(got[1]["complexity_scores"]) == 2  # an unanswered last question still has a complexity
-    with Scorer.from_path(model, "complexity") as scorer:
+    with Scorer.from_path(model, ScorerOptions(scorer="complexity")) as scorer:
         assert got[0]["complexity_score"] == scorer.score("Prove that sqrt(2) is irrational.")
 
 
@@ -332,7 +333,7 @@ def test_hostile_checkpoint_and_broken_model_end_in_one_line(tmp_path, tiny_chec
     marker = tmp_path / "pwned"
     shard = folder / "pytorch_model-00001-of-00002.bin"
     torch_zip(shard, collections.OrderedDict(ok=tensor(), evil=payloads(marker)["builtins.exec"]))
-    result = CliRunner().invoke(cli, ["convert", str(folder), "-o", str(tmp_path / "out.gguf"), "-q", "f16"])
+    result = CliRunner().invoke(cli, ["convert", str(folder), "-o", str(tmp_path / "out.gguf"), "--quant", "f16"])
     assert result.exit_code == 1
     assert result.output.startswith(f"Error: {shard} is unsafe: its pickle calls builtins.exec")
     assert result.output.count("\n") == 1 and not marker.exists() and not (tmp_path / "out.gguf").exists()

@@ -17,6 +17,7 @@ from localscore.runs.agreement import BUDGETS, agreement, kendall_tau_b, ranks, 
 from localscore.cli import cli
 from localscore.runs.compare import compare, sample_positions
 from localscore.errors import InputError, LocalscoreError
+from localscore.options import CompareOptions, RunOptions
 
 DATA = Path(__file__).parent / "data"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -130,7 +131,7 @@ def test_sample_is_seeded_and_in_file_order():
 
 def test_identical_model_agrees_perfectly(gguf_file, data_file):
     model = gguf_file("f16")
-    result = compare(model, model, data_file)
+    result = compare(model, model, data_file, CompareOptions(), RunOptions())
     for level in (result.per_turn, result.per_record):
         assert (level.spearman, level.kendall, level.pearson) == (1.0, 1.0, 1.0)
         assert level.mean_abs_delta == level.max_abs_delta == 0.0
@@ -140,7 +141,7 @@ def test_identical_model_agrees_perfectly(gguf_file, data_file):
 
 def test_two_quantizations_match_a_direct_computation(gguf_file, data_file, records, tmp_path):
     a_model, b_model = gguf_file("f16"), gguf_file("q8_0")
-    result = compare(a_model, b_model, data_file, sample=30, seed=7, json_path=tmp_path / "c.json")
+    result = compare(a_model, b_model, data_file, CompareOptions(sample=30, seed=7, json_path=tmp_path / "c.json"), RunOptions())
     chosen = [records[i] for i in sample_positions(len(records), 30, seed=7)]
     a_scores, b_scores = turn_scores(a_model, chosen), turn_scores(b_model, chosen)
     flat = lambda scores: np.array([s for record in scores for s in record])  # noqa: E731
@@ -160,7 +161,7 @@ def test_localscore_output_against_its_model(gguf_file, data_file, tmp_path):
     model = gguf_file("q8_0")
     scored = tmp_path / "scored.jsonl"
     assert run("score", data_file, "-m", model, "-o", scored, "-q").exit_code == 0
-    result = compare(scored, model, data_file, sample=20, seed=1)
+    result = compare(scored, model, data_file, CompareOptions(sample=20, seed=1), RunOptions())
     assert result.per_turn.max_abs_delta == 0.0 and result.per_record.spearman == 1.0
 
 
@@ -174,7 +175,7 @@ def test_deita_json_array_is_read(gguf_file, tmp_path):
     deita = [dict(c, quality_scores=scores) for c, scores in zip(conversations, turn_scores(model, conversations))]
     deita_file = tmp_path / "deita_scored.json"
     deita_file.write_text(json.dumps(deita, indent=2, ensure_ascii=False), encoding="utf-8")
-    result = compare(deita_file, model, data)
+    result = compare(deita_file, model, data, CompareOptions(), RunOptions())
     assert result.compared == 25 and result.per_turn.n == sum(len(c["conversations"]) // 2 for c in conversations)
     assert result.per_turn.max_abs_delta == 0.0 and result.per_turn.pearson == pytest.approx(1.0)
 
@@ -186,7 +187,7 @@ def test_records_that_errored_are_excluded_and_counted(data_file, records, tmp_p
                     + [dict(records[5], quality_error="prompt is 3000 tokens"), {"instruction": "no output"}])
     b = write_jsonl(tmp_path / "b.jsonl", [dict(r, quality_score=s + 0.5) for r, s in zip(records[:6], scores)]
                     + [{"instruction": "no output"}])
-    result = compare(a, b, data)
+    result = compare(a, b, data, CompareOptions(), RunOptions())
     assert [(e.record, e.reason) for e in result.excluded] == [
         (6, "A: prompt is 3000 tokens"), (7, "data: 'output' is missing")]
     assert result.compared == 5 and result.per_turn.mean_abs_delta == pytest.approx(0.5)
@@ -258,7 +259,7 @@ def test_cli_missing_or_other_scorer_field(records, tmp_path):
     result = run("compare", unscored, unscored, data, "--scorer", "fluency")
     assert result.exit_code == 2 and "'fluency' is not one of 'quality', 'complexity'" in result.stderr
     with pytest.raises(InputError, match="unknown scorer 'fluency'; choose quality or complexity"):
-        compare(unscored, unscored, data, scorer="fluency")
+        compare(unscored, unscored, data, CompareOptions(scorer="fluency"), RunOptions())
 
 
 def test_outputs_never_overwrite_inputs(records, tmp_path):
@@ -276,5 +277,5 @@ def test_missing_matplotlib_is_one_line(records, tmp_path, monkeypatch):
     scored = write_jsonl(tmp_path / "scored.jsonl", [dict(r, quality_score=3.0) for r in records[:3]])
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib now raises ImportError
     with pytest.raises(LocalscoreError, match=r"^plotting needs the plot extra: pip install 'localscore\[plot\]'$"):
-        compare(scored, scored, data, plot=tmp_path / "p.png")
+        compare(scored, scored, data, CompareOptions(plot=tmp_path / "p.png"), RunOptions())
     assert not (tmp_path / "p.png").exists()

@@ -17,6 +17,7 @@ from localscore.llama.embedder import Embedder
 from localscore.runs.embedding_agreement import NEAR, pair_indices, pair_shift
 from localscore.runs.embedding_compare import compare_embedders
 from localscore.errors import InputError
+from localscore.options import CompareOptions, RunOptions
 from tests.conftest import sharegpt_conversations, sharegpt_turns as turns
 
 N = 60
@@ -41,7 +42,7 @@ def records() -> list[dict]:
 
 @pytest.fixture(scope="module")
 def vectors_a(embedder_gguf, records) -> np.ndarray:
-    with Embedder.from_path(embedder_gguf, threads=1) as embedder:
+    with Embedder.from_path(embedder_gguf, RunOptions(threads=1)) as embedder:
         return embedder.embed([turns(r) for r in records])
 
 
@@ -87,7 +88,7 @@ def threshold_with_near_duplicates(vectors: np.ndarray) -> float:
 def test_figures_match_an_independent_computation(files, records, vectors_a, vectors_b):
     data, a, b = files
     threshold = threshold_with_near_duplicates(vectors_a)
-    result = compare_embedders(a, b, data, budget=12, threshold=threshold)
+    result = compare_embedders(a, b, data, CompareOptions(budget=12, threshold=threshold), RunOptions())
 
     cosines = 1 - np.diag(cdist(vectors_a.astype(np.float64), vectors_b.astype(np.float64), "cosine"))
     v = result.vectors
@@ -119,16 +120,16 @@ def test_figures_match_an_independent_computation(files, records, vectors_a, vec
 
 def test_budget_defaults_to_a_fifth_of_the_compared_records(files):
     data, a, b = files
-    result = compare_embedders(a, b, data, sample=40, seed=3)
+    result = compare_embedders(a, b, data, CompareOptions(sample=40, seed=3), RunOptions())
     assert (result.sampled, result.compared, result.selection.budget) == (40, 40, 8)
 
 
 def test_gguf_and_npy_sides_give_the_same_figures(files, embedder_gguf):
     data, a, b = files
-    from_file = compare_embedders(a, b, data, budget=12).to_dict()
-    from_model = compare_embedders(embedder_gguf, b, data, budget=12, threads=1).to_dict()
+    from_file = compare_embedders(a, b, data, CompareOptions(budget=12), RunOptions()).to_dict()
+    from_model = compare_embedders(embedder_gguf, b, data, CompareOptions(budget=12), RunOptions(threads=1)).to_dict()
     assert from_model | {"a": str(a)} == from_file
-    same = compare_embedders(embedder_gguf, a, data, budget=12, threads=1)
+    same = compare_embedders(embedder_gguf, a, data, CompareOptions(budget=12), RunOptions(threads=1))
     assert same.vectors.min == pytest.approx(1.0, abs=1e-6)
     assert (same.pairs.only_a, same.pairs.only_b, same.selection.changed) == (0, 0, 0)
 
@@ -155,7 +156,7 @@ def test_records_without_an_embedding_are_excluded(files, vectors_a, vectors_b):
     broken = vectors_b.copy()
     broken[4] = np.nan  # what `embed` writes for a record it cannot embed
     np.save(b, broken)
-    result = compare_embedders(a, b, data, budget=5)
+    result = compare_embedders(a, b, data, CompareOptions(budget=5), RunOptions())
     assert result.compared == N - 1
     assert [(e.record, e.reason) for e in result.excluded] == [(5, "B: no embedding (NaN row)")]
 
@@ -163,11 +164,11 @@ def test_records_without_an_embedding_are_excluded(files, vectors_a, vectors_b):
 def test_unscored_data_compares_embeddings_but_no_selection(tmp_path, files, records):
     _, a, b = files
     plain = write_jsonl(tmp_path / "plain.jsonl", [{"conversations": r["conversations"]} for r in records])
-    result = compare_embedders(a, b, plain)
+    result = compare_embedders(a, b, plain, CompareOptions(), RunOptions())
     assert result.selection is None and result.unscored == f"{plain} has no quality and complexity scores"
     assert result.table()[-2] == f"selection: not compared ({plain} has no quality and complexity scores)"
     with pytest.raises(InputError, match=r"^'budget' needs a data file scored by both scorers, and .* has no "):
-        compare_embedders(a, b, plain, budget=5)
+        compare_embedders(a, b, plain, CompareOptions(budget=5), RunOptions())
     result = CliRunner().invoke(cli, ["compare", str(a), str(b), str(plain), "--embedder", "-k", "5"],
                                 catch_exceptions=False)
     assert (result.exit_code, result.output) == (1, (
@@ -181,7 +182,7 @@ def test_cli_prints_the_table_and_the_json(files):
     as_json = runner.invoke(cli, ["compare", str(a), str(b), str(data), "--embedder", "-k", "12",
                                   "--threshold", "0.95", "--json", "-"], catch_exceptions=False)
     assert as_json.exit_code == 0
-    expected = compare_embedders(a, b, data, budget=12, threshold=0.95)
+    expected = compare_embedders(a, b, data, CompareOptions(budget=12, threshold=0.95), RunOptions())
     assert json.loads(as_json.output) == json.loads(expected.to_json())
 
     table = runner.invoke(cli, ["compare", str(a), str(b), str(data), "--embedder", "-k", "12",

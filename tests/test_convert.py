@@ -421,7 +421,7 @@ def test_an_output_that_is_a_file_the_conversion_reads_is_refused(broken, tmp_pa
 def test_an_output_under_a_checkpoint_file_name_in_its_folder_is_refused(broken, tmp_path, name):
     """Names the checkpoint does not hold yet but would read instead of its weights (or beside them) next time."""
     folder = broken(lambda folder: None)
-    result = CliRunner().invoke(cli, ["convert", str(folder), "-o", str(folder / name), "-q", "f16"],
+    result = CliRunner().invoke(cli, ["convert", str(folder), "-o", str(folder / name), "--quant", "f16"],
                                 catch_exceptions=False)
     assert result.exit_code == 1
     assert result.output == (f"Error: {folder / name} would take a checkpoint file's name ({name}) in the checkpoint "

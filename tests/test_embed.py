@@ -15,6 +15,7 @@ from localscore.cli import cli
 from localscore.llama.embedder import Embedder
 from localscore.runs.embedding_cache import CachedEmbeddings, EmbeddingCache
 from localscore.runs.embedding_step import Embedding, LocalStep
+from localscore.options import RunOptions
 from tests.conftest import sharegpt_conversations
 from tests.conftest import sharegpt_turns as turns
 
@@ -83,7 +84,7 @@ def conversations() -> list[dict]:
 
 @pytest.fixture(scope="module")
 def embedder(embedder_gguf):
-    with Embedder.from_path(embedder_gguf, threads=1) as embedder:
+    with Embedder.from_path(embedder_gguf, RunOptions(threads=1)) as embedder:
         yield embedder
 
 
@@ -143,7 +144,7 @@ def test_eos_inside_user_text_stays_text(embedder):
 def test_vector_depends_on_the_conversation_only(embedder, conversations):
     short, long = turns(conversations[0]), turns(conversations[-1])
     alone = embedder.embed([short])[0]
-    with Embedder.from_path(embedder.path, threads=1) as fresh:
+    with Embedder.from_path(embedder.path, RunOptions(threads=1)) as fresh:
         after_long = fresh.embed([long, short])[1]  # the context grew for the long one first
     np.testing.assert_array_equal(after_long, alone)
 

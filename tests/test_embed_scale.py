@@ -212,10 +212,12 @@ def test_select_on_ray_picks_the_sequential_walks_records(ray_cluster, tmp_path,
 
 
 def _select(source: Path, output: Path, budget: int, threshold: float, model: Path, cache: Path, **ray):
+    from localscore.options import InputOptions, RayOptions, RunOptions, SelectOptions
     from localscore.runs.select import select_file
 
-    return select_file(source, output, budget=budget, threshold=threshold, model=model, threads=None if ray else 1,
-                       cache_path=cache / "embeddings.sqlite", actors=2 if ray else 1, **ray)
+    return select_file(InputOptions(source), output, SelectOptions(budget, threshold, model),
+                       RunOptions(threads=None if ray else 1), RayOptions(2) if ray.get("ray") else None,
+                       cache_path=cache / "embeddings.sqlite")
 
 
 def test_embeddings_made_on_ray_land_in_the_drivers_cache(ray_cluster, tmp_path, single, embedder_gguf):

@@ -15,6 +15,7 @@ from localscore.llama import model as llama_model
 from localscore.llama.engine import Engine, physical_cores
 from localscore.deita.prompts import shared_head
 from localscore.deita.templates import COMPLEXITY, QUALITY
+from localscore.options import RunOptions, ScorerOptions
 
 # Measured with packs of 4 on the tiny q8_0 model and these 24 pairs: 0.0 in input order, 0.17 on one pair once
 # the packs are reshuffled (AMD EPYC Zen 3, AVX2); up to 0.11 on the larger random benchmark model
@@ -34,13 +35,13 @@ def test_score_does_not_depend_on_order_neighbours_or_threads(gguf_file, some_pa
     order = list(range(len(some_pairs)))
     shuffled = order[:]
     random.Random(1).shuffle(shuffled)
-    with Scorer.from_path(gguf_file(quant), threads=2) as scorer:
+    with Scorer.from_path(gguf_file(quant), run=RunOptions(threads=2)) as scorer:
         forward = scorer.score_many(some_pairs)
         backward = scorer.score_many(some_pairs[::-1])[::-1]
         mixed = scorer.score_many([some_pairs[i] for i in shuffled])
         resumed = scorer.score_many(some_pairs[7:])  # a resumed run starts in the middle
         alone = [scorer.score(*some_pairs[i]) for i in (3, 11)]
-    with Scorer.from_path(gguf_file(quant), threads=1) as scorer:
+    with Scorer.from_path(gguf_file(quant), run=RunOptions(threads=1)) as scorer:
         one_thread = scorer.score_many(some_pairs[:6])
     assert backward == forward
     assert [mixed[shuffled.index(i)] for i in order] == forward
@@ -84,7 +85,7 @@ def test_prompt_not_starting_with_head_is_decoded_whole(gguf_file, some_pairs):
 def test_packing_stays_within_measured_drift(gguf_file, some_pairs, quant):
     with Scorer.from_path(gguf_file(quant)) as scorer:
         single = np.array(scorer.score_many(some_pairs))
-    with Scorer.from_path(gguf_file(quant), pack=4) as scorer:
+    with Scorer.from_path(gguf_file(quant), ScorerOptions(pack=4)) as scorer:
         packed = np.array(scorer.score_many(some_pairs))
         order = list(range(len(some_pairs)))
         random.Random(2).shuffle(order)
@@ -97,13 +98,13 @@ def test_packing_stays_within_measured_drift(gguf_file, some_pairs, quant):
 def test_kv_cache_follows_the_data_and_scores_stay_bit_identical(gguf_file, some_pairs, monkeypatch, quant):
     long_pair = (" ".join(p[0] for p in some_pairs), " ".join(p[1] for p in some_pairs))  # ~1,900 tokens
     pairs = some_pairs[:8] + [long_pair] + some_pairs[8:]
-    with Scorer.from_path(gguf_file(quant), threads=2) as scorer:
+    with Scorer.from_path(gguf_file(quant), run=RunOptions(threads=2)) as scorer:
         short = scorer.score_many(some_pairs[:8])
         short_cells = scorer.engine.n_cells
         grown = short + scorer.score_many(pairs[8:])  # the context is rebuilt larger for the long pair
         grown_cells = scorer.engine.n_cells
     monkeypatch.setattr(llama_model, "CELL_STEP", 1 << 20)  # always the full context, as before
-    with Scorer.from_path(gguf_file(quant), threads=2) as scorer:
+    with Scorer.from_path(gguf_file(quant), run=RunOptions(threads=2)) as scorer:
         full = scorer.score_many(pairs)
         assert scorer.engine.n_cells == 2048 + 64
     assert short_cells <= 512 and grown_cells == 2048 + 64
@@ -118,7 +119,7 @@ def test_two_engines_keep_their_own_log(gguf_file, some_pairs, capfd):
             assert capfd.readouterr().err == ""  # the loud model's verbosity is its own
             assert any("model buffer size" in line for line in quiet.log._lines)
         assert list(loud.log._lines) == loud_lines  # and it heard nothing of the other's loading
-    with Scorer.from_path(gguf_file("f32"), verbose=True) as loud, Scorer.from_path(gguf_file("q8_0")) as quiet:
+    with Scorer.from_path(gguf_file("f32"), run=RunOptions(verbose=True)) as loud, Scorer.from_path(gguf_file("q8_0")) as quiet:
         capfd.readouterr()
         quiet.score(*some_pairs[0])
         assert capfd.readouterr().err == ""

@@ -22,6 +22,7 @@ from localscore.forms import parquet_output
 from localscore.forms.writers import open_writer
 from localscore.forms.reader import read_records
 from localscore.runs.score import score_file
+from localscore.options import InputOptions, OutputOptions
 from tests.test_output import result_of, sample_records, score
 from tests.test_records import sharegpt_from_fastchat
 
@@ -73,7 +74,7 @@ def test_every_input_form_gives_the_same_scores(tmp_path, hub_cache, mixed, q8_s
                                 ("folder", tmp_path / "folder", "train"), ("saved", tmp_path / "saved", "train"),
                                 ("saved-dict", tmp_path / "saved-dict", "test")]:
         out = tmp_path / f"{name}.jsonl"
-        score_file(source, out, q8_scorer, split=split)
+        score_file(InputOptions(source, split=split), OutputOptions(out), q8_scorer)
         got[name] = scores(out)
 
     # In this process: the session reads the hub offline from `hub_cache` (tests/conftest.py).
@@ -110,7 +111,7 @@ def test_parquet_output_round_trips_every_column_type(tmp_path, q8_scorer):
     src = tmp_path / "in.parquet"
     pq.write_table(table, src)
     out = tmp_path / "out.parquet"
-    score_file(src, out, q8_scorer)
+    score_file(InputOptions(src), OutputOptions(out), q8_scorer)
     got = pq.read_table(out)
     assert got.schema.names == ["id", "instruction", "input", "output", "meta", "flags", "quality_score",
                                 "quality_truncated", "quality_error"]
@@ -125,8 +126,8 @@ def test_parquet_output_round_trips_every_column_type(tmp_path, q8_scorer):
 def test_json_input_to_parquet_infers_columns(tmp_path, q8_scorer, mixed):
     src = tmp_path / "in.jsonl"
     src.write_text("".join(json.dumps(r) + "\n" for r in mixed) + "not json\n", encoding="utf-8")
-    score_file(src, tmp_path / "out.parquet", q8_scorer)
-    score_file(src, tmp_path / "out.jsonl", q8_scorer)
+    score_file(InputOptions(src), OutputOptions(tmp_path / "out.parquet"), q8_scorer)
+    score_file(InputOptions(src), OutputOptions(tmp_path / "out.jsonl"), q8_scorer)
     got = pq.read_table(tmp_path / "out.parquet")
     assert got.schema.field("quality_scores").type == pa.list_(pa.float64())
     assert got.schema.field("conversations").type == pa.list_(pa.struct([("from", pa.string()),
@@ -140,7 +141,7 @@ def test_json_fields_that_change_type_are_one_line(tmp_path, q8_scorer):
     src.write_text('{"id": 1, "instruction": "a", "output": "b"}\n{"id": "two", "instruction": "c", "output": "d"}\n')
     with pytest.raises(OutputError, match=r"^result 2 does not fit one Parquet schema with the results before it "
                                           r"\(a field changed type, or holds mixed types\); write JSON Lines instead"):
-        score_file(src, tmp_path / "out.parquet", q8_scorer)
+        score_file(InputOptions(src), OutputOptions(tmp_path / "out.parquet"), q8_scorer)
 
 
 def test_an_interrupted_parquet_run_keeps_every_finished_result(tmp_path):

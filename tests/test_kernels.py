@@ -16,6 +16,7 @@ from localscore.errors import ModelError
 from localscore.llama.log import LlamaLog
 from localscore.llama.model import read_header
 from localscore.llama.kernels import AMX, ARM, AVX2, AVX512_VNNI, OTHER, choose, cpu_class, require_llama_cpp
+from localscore.options import RunOptions
 
 ZEN3 = (b"CPU : SSE3 = 1 | SSSE3 = 1 | AVX = 1 | AVX2 = 1 | F16C = 1 | FMA = 1 | BMI2 = 1 | LLAMAFILE = 1 | "
         b"REPACK = 1 | ")
@@ -114,7 +115,7 @@ def load_params(monkeypatch):
 def test_the_choice_reaches_llama_cpp(gguf_file, load_params, asked, extra_bufts):
     if asked == "repacked" and cpu_class() == AMX:
         pytest.skip("repacked kernels are refused on AMX")
-    with Engine(gguf_file("q4_k_m"), kernels=asked) as engine:
+    with Engine(gguf_file("q4_k_m"), RunOptions(kernels=asked)) as engine:
         assert engine.info.kernels.kernels == asked and engine.info.kernels.asked
     assert load_params == [extra_bufts]
 
@@ -145,7 +146,7 @@ def test_both_kernels_score_the_same_pairs_closely(gguf_file, pairs):
         pytest.skip("repacked kernels are refused on AMX")
     scores = {}
     for asked in kernels.KERNELS[1:]:
-        with Scorer.from_path(gguf_file("q4_k_m"), kernels=asked) as scorer:
+        with Scorer.from_path(gguf_file("q4_k_m"), run=RunOptions(kernels=asked)) as scorer:
             scores[asked] = [scorer.score(i, o) for i, o in pairs[:6]]
     assert max(abs(a - b) for a, b in zip(scores["repacked"], scores["direct"])) < 0.15
 

@@ -71,7 +71,7 @@ def test_the_readme_wheelhouse_installs_converts_and_scores_with_no_network(tmp_
         # The namespace holds nothing but its loopback, which is down.
         """python -c 'import socket, sys; sys.exit(socket.if_nameindex() != [(1, "lo")])'""",
         readme_block("offline: install from the wheelhouse"),
-        "localscore convert checkpoint -o model.gguf -q q8_0",
+        "localscore convert checkpoint -o model.gguf --quant q8_0",
         "localscore score data.jsonl -m model.gguf -o scored.jsonl",
     ])
     result = offline_shell(machine, venv, script)

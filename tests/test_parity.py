@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from localscore import Scorer
+from localscore.options import ScorerOptions
 from tests.reference import DEITA_TEMPLATES, ReferenceScorer, deita_prompt
 
 N_PAIRS = 40
@@ -57,7 +58,7 @@ def test_reference_scores_are_spread(reference_scores):
 
 @pytest.mark.parametrize("template", list(DEITA_TEMPLATES))
 def test_token_ids_identical_to_sentencepiece(gguf_file, reference, test_pairs, template):
-    with Scorer.from_path(gguf_file("f32"), template) as scorer:
+    with Scorer.from_path(gguf_file("f32"), ScorerOptions(scorer=template)) as scorer:
         for instruction, output in test_pairs:
             prompt = scorer.prompt(instruction, output)
             assert not prompt.truncated
@@ -67,7 +68,7 @@ def test_token_ids_identical_to_sentencepiece(gguf_file, reference, test_pairs, 
 @pytest.mark.parametrize("quant", list(TOLERANCES))
 @pytest.mark.parametrize("template", list(DEITA_TEMPLATES))
 def test_scores_match_reference(gguf_file, reference_scores, test_pairs, template, quant):
-    with Scorer.from_path(gguf_file(quant), template) as scorer:
+    with Scorer.from_path(gguf_file(quant), ScorerOptions(scorer=template)) as scorer:
         ours = np.array(scorer.score_many(test_pairs))
     delta = np.abs(ours - reference_scores[template])
     max_tol, mean_tol = TOLERANCES[quant]

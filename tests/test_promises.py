@@ -26,6 +26,7 @@ from click.testing import CliRunner
 from convert import QUANT_TYPES
 from localscore import Scorer
 from localscore.cli import cli
+from localscore.options import InputOptions, OutputOptions, RunOptions, SelectOptions
 from tests.conftest import sharegpt_conversations
 from tests.gguf_reading import field
 from tests.test_select import scored
@@ -252,10 +253,10 @@ def test_a_killed_shard_resumes_and_merges_into_the_single_run(tmp_path, gguf_fi
     source = write_jsonl(tmp_path / "in.jsonl", records)
     single = tmp_path / "single.jsonl"
     outputs = [tmp_path / f"shard-{i}.jsonl" for i in range(3)]
-    with Scorer.from_path(model, threads=1) as scorer:  # one thread: no spinning threads on a busy machine
-        score_file(source, single, scorer)
+    with Scorer.from_path(model, run=RunOptions(threads=1)) as scorer:  # one thread: no spinning threads on a busy machine
+        score_file(InputOptions(source), OutputOptions(single), scorer)
         for i in (0, 2):
-            score_file(source, outputs[i], scorer, shard=f"{i}/3")
+            score_file(InputOptions(source), OutputOptions(outputs[i], shard=f"{i}/3"), scorer)
 
     partial = tmp_path / "shard-1.jsonl.partial"
     args = ("score", source, "-m", model, "-o", outputs[1], "--shard", "1/3", "-q", "-t", "1")
@@ -311,7 +312,7 @@ def test_hub_dataset_revision_and_config_from_an_offline_cache(tmp_path, hub_cac
 
     def expected(table: pa.Table) -> list[dict]:
         src = write_jsonl(tmp_path / "expected-in.jsonl", table.to_pylist())
-        score_file(src, tmp_path / "expected.jsonl", q8_scorer)
+        score_file(InputOptions(src), OutputOptions(tmp_path / "expected.jsonl"), q8_scorer)
         return [json.loads(line) for line in (tmp_path / "expected.jsonl").read_text().splitlines()]
 
     assert score("hf://datasets/org/data") == expected(new)
@@ -349,8 +350,7 @@ def test_select_api_refuses_a_threshold_outside_0_to_1(tmp_path):
     np.save(tmp_path / "emb.npy", np.ones((1, 4), dtype=np.float32))
     for threshold in (-0.1, 1.5, float("nan")):
         with pytest.raises(InputError, match=rf"^'threshold' must be between 0 and 1, got {threshold}$"):
-            select_file(tmp_path / "in.jsonl", None, budget=1, threshold=threshold,
-                        embeddings=tmp_path / "emb.npy")
+            select_file(InputOptions(tmp_path / "in.jsonl"), None, SelectOptions(budget=1, threshold=threshold, embeddings=tmp_path / "emb.npy"), RunOptions())
 
 
 def test_ctrl_c_in_select_keeps_the_embeddings_computed(tmp_path, embedder_gguf, conversations):

@@ -14,6 +14,7 @@ from localscore import Scorer
 from localscore.cli import cli
 from localscore.llama.fingerprint import fingerprint
 from localscore.runs.score import Interrupted, score_file
+from localscore.options import InputOptions, OutputOptions, RunOptions, ScorerOptions
 
 RECORDS = 6
 
@@ -32,7 +33,7 @@ def source(tmp_path_factory, pairs) -> Path:
 
 @pytest.fixture(scope="module")
 def f32(gguf_file):
-    with Scorer.from_path(gguf_file("f32"), threads=1) as scorer:
+    with Scorer.from_path(gguf_file("f32"), run=RunOptions(threads=1)) as scorer:
         yield scorer
 
 
@@ -47,7 +48,7 @@ def interrupted(source: Path, out: Path, scorer, after: int) -> None:
             raise KeyboardInterrupt
 
     with pytest.raises(Interrupted):
-        score_file(source, out, scorer, progress=stop)
+        score_file(InputOptions(source), OutputOptions(out), scorer, progress=stop)
 
 
 @pytest.mark.parametrize("suffix", [".jsonl", ".parquet"])
@@ -69,7 +70,7 @@ def test_resume_with_another_model_is_refused_in_one_line(tmp_path, source, f32,
     assert info.exit_code == 0 and f"score: {short(gguf_file('f32'))}, the quality scorer" in info.output
     assert run("score", source, "-m", gguf_file("f32"), "-o", out, "--resume", "-q", "-t", "1").exit_code == 0
     alone = tmp_path / f"alone{suffix}"
-    score_file(source, alone, f32)
+    score_file(InputOptions(source), OutputOptions(alone), f32)
     assert out.read_bytes() == alone.read_bytes()
     if suffix == ".jsonl":
         assert Path(f"{out}.provenance.json").read_bytes() == Path(f"{alone}.provenance.json").read_bytes()
@@ -82,8 +83,8 @@ def test_resume_with_another_model_is_refused_in_one_line(tmp_path, source, f32,
 
 def test_merge_of_shards_from_two_models_is_refused_in_one_line(tmp_path, source, f32, q8_scorer, gguf_file):
     shards = [tmp_path / "shard-0.jsonl", tmp_path / "shard-1.jsonl"]
-    score_file(source, shards[0], f32, shard="0/2")
-    score_file(source, shards[1], q8_scorer, shard="1/2")
+    score_file(InputOptions(source), OutputOptions(shards[0], shard="0/2"), f32)
+    score_file(InputOptions(source), OutputOptions(shards[1], shard="1/2"), q8_scorer)
     result = run("merge", *shards, "-o", tmp_path / "merged.jsonl")
     assert result.exit_code == 1
     assert result.output == (f"Error: {shards[1]} was scored by {short(gguf_file('q8_0'))} but {shards[0]} by "
@@ -104,7 +105,7 @@ def test_info_prints_identity_and_record_of_every_output_kind(tmp_path, source, 
     scored = f"score: {short(model)}, the quality scorer, q8_0 weights, context 2048, pack 1, too-long policy truncate"
     jsonl, parquet = tmp_path / "scored.jsonl", tmp_path / "scored.parquet"
     for out in (jsonl, parquet):
-        score_file(source, out, q8_scorer)
+        score_file(InputOptions(source), OutputOptions(out), q8_scorer)
         result = run("info", out)
         assert result.exit_code == 0 and result.output == f"{scored}\n{ran}\n"
     # Parquet: in the file's key-value metadata, no sidecar.
@@ -114,12 +115,12 @@ def test_info_prints_identity_and_record_of_every_output_kind(tmp_path, source, 
     assert not Path(f"{parquet}.provenance.json").exists()
     # A shard: its slice too.
     shard = tmp_path / "shard.jsonl"
-    score_file(source, shard, q8_scorer, shard="1/3")
+    score_file(InputOptions(source), OutputOptions(shard, shard="1/3"), q8_scorer)
     lines = run("info", shard).output.splitlines()
     assert lines[:2] == [scored, ran] and lines[2].startswith(f"shard 1/3 of an input of {RECORDS} records (sha256 ")
     # Both scorers, one after the other, then embeddings and a selection from them.
-    with Scorer.from_path(model, "complexity", threads=1) as complexity:
-        score_file(jsonl, tmp_path / "both.jsonl", complexity)
+    with Scorer.from_path(model, ScorerOptions(scorer="complexity"), RunOptions(threads=1)) as complexity:
+        score_file(InputOptions(jsonl), OutputOptions(tmp_path / "both.jsonl"), complexity)
     embeddings = tmp_path / "both.npy"
     embed(tmp_path / "both.jsonl", embeddings, model=embedder_gguf, threads=1)
     embedded = f"embed: {short(embedder_gguf)}, all_f32 weights"
@@ -136,8 +137,8 @@ def test_info_prints_identity_and_record_of_every_output_kind(tmp_path, source, 
 
 def test_compare_says_what_scored_its_inputs(tmp_path, source, f32, q8_scorer, gguf_file):
     a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
-    score_file(source, a, f32)
-    score_file(source, b, q8_scorer)
+    score_file(InputOptions(source), OutputOptions(a), f32)
+    score_file(InputOptions(source), OutputOptions(b), q8_scorer)
     b.with_name(b.name + ".provenance.json").unlink()  # made elsewhere, without its record
     result = run("compare", a, b, source, "-t", "1")
     assert result.exit_code == 0, result.output

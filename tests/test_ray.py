@@ -22,6 +22,7 @@ from localscore import LocalscoreError, ModelError, Scorer
 from localscore.cli import cli
 from localscore.errors import InputError
 from localscore.runs.score import score_file
+from localscore.options import InputOptions, OutputOptions, RayOptions, RunOptions, ScorerOptions
 from tests.ray_actors import PoisonedActor, StillbornActor
 from tests.test_formats import write_hub_cache
 
@@ -65,8 +66,8 @@ def jsonl(tmp_path_factory, records) -> Path:
 def single(tmp_path_factory, jsonl, model) -> list[dict]:
     """The single-process run's output objects."""
     out = tmp_path_factory.mktemp("single") / "out.jsonl"
-    with Scorer.from_path(model, threads=1) as scorer:
-        score_file(jsonl, out, scorer)
+    with Scorer.from_path(model, run=RunOptions(threads=1)) as scorer:
+        score_file(InputOptions(jsonl), OutputOptions(out), scorer)
     return [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
 
 
@@ -107,8 +108,8 @@ def test_ray_reads_parquet_input_like_the_single_process_run(ray_cluster, record
     result = CliRunner().invoke(cli, ["score", str(src), "-m", str(model), "--ray", "--actors", "2", "--threads",
                                       "1", "-q", "-o", str(out)], catch_exceptions=False)
     assert result.exit_code == 0, result.output
-    with Scorer.from_path(model, threads=1) as scorer:
-        score_file(src, alone, scorer)
+    with Scorer.from_path(model, run=RunOptions(threads=1)) as scorer:
+        score_file(InputOptions(src), OutputOptions(alone), scorer)
     assert out.read_bytes() == alone.read_bytes()
     # The same scores as from the JSON Lines input (a null column reads as a null field, so the one bad record's
     # reason names null where JSON Lines has no field).
@@ -124,9 +125,9 @@ def test_parquet_input_and_strict(ray_cluster, jsonl, records, model, single, tm
     src = tmp_path / "in.parquet"
     pq.write_table(pa.Table.from_pylist(records), src)
     with pytest.raises(InputError) as error:
-        score_on_ray(src, tmp_path / "out.parquet", model_path=model, actors=2, threads=1, strict=True)
-    with Scorer.from_path(model, threads=1) as scorer, pytest.raises(InputError) as expected:
-        score_file(jsonl, tmp_path / "single.jsonl", scorer, strict=True)
+        score_on_ray(InputOptions(src), OutputOptions(tmp_path / "out.parquet"), model, ScorerOptions(), RunOptions(threads=1), RayOptions(2), strict=True)
+    with Scorer.from_path(model, run=RunOptions(threads=1)) as scorer, pytest.raises(InputError) as expected:
+        score_file(InputOptions(jsonl), OutputOptions(tmp_path / "single.jsonl"), scorer, strict=True)
     assert str(error.value) == str(expected.value) == (
         "record 11: 'output' is empty ('strict' stops at the first bad record)")
     # As in a single-process run, the output takes its name only when complete; what was scored stays partial.
@@ -137,7 +138,7 @@ def test_a_model_an_actor_cannot_load_is_one_line(ray_cluster, jsonl, tmp_path):
     from localscore.runs.ray import score_on_ray
 
     with pytest.raises(ModelError, match=r"^on [^:]+: model file .*nope\.gguf does not exist; "):
-        score_on_ray(jsonl, tmp_path / "out.parquet", model_path=tmp_path / "nope.gguf", actors=1, threads=1)
+        score_on_ray(InputOptions(jsonl), OutputOptions(tmp_path / "out.parquet"), tmp_path / "nope.gguf", ScorerOptions(), RunOptions(threads=1), RayOptions(1))
 
 
 def test_a_malformed_json_line_is_a_per_record_error_as_without_ray(ray_cluster, model, tmp_path):
@@ -146,9 +147,9 @@ def test_a_malformed_json_line_is_a_per_record_error_as_without_ray(ray_cluster,
     src = tmp_path / "broken.jsonl"
     src.write_text('{"instruction": "a", "output": "b"}\n{"instruction": \n{"instruction": "c", "output": "d"}\n',
                    encoding="utf-8")
-    score_on_ray(src, tmp_path / "ray.jsonl", model_path=model, actors=2)
-    with Scorer.from_path(model, threads=1) as scorer:
-        score_file(src, tmp_path / "single.jsonl", scorer)
+    score_on_ray(InputOptions(src), OutputOptions(tmp_path / "ray.jsonl"), model, ScorerOptions(), RunOptions(), RayOptions(2))
+    with Scorer.from_path(model, run=RunOptions(threads=1)) as scorer:
+        score_file(InputOptions(src), OutputOptions(tmp_path / "single.jsonl"), scorer)
     assert (tmp_path / "ray.jsonl").read_bytes() == (tmp_path / "single.jsonl").read_bytes()
     # What made it, beside it: the same record as the single run's (one node, one setup).
     assert (tmp_path / "ray.jsonl.provenance.json").read_bytes() == \
@@ -184,8 +185,8 @@ def test_every_table_form_on_ray_equals_the_single_run(ray_cluster, records, mod
         result = CliRunner().invoke(cli, ["score", str(tmp_path / name), "-m", str(model), "--ray", "--actors", "2",
                                           "-q", "-o", str(out)], catch_exceptions=False)
         assert result.exit_code == 0, result.output
-        with Scorer.from_path(model, threads=1) as scorer:
-            score_file(tmp_path / name, alone, scorer)
+        with Scorer.from_path(model, run=RunOptions(threads=1)) as scorer:
+            score_file(InputOptions(tmp_path / name), OutputOptions(alone), scorer)
         assert out.read_bytes() == alone.read_bytes(), name
         assert pq.read_table(out).num_rows == len(records)
         # The input's own column types, as a single-process run keeps them.
@@ -216,8 +217,8 @@ def test_a_killed_ray_driver_resumes_to_the_uninterrupted_bytes(ray_cluster, rec
     src = tmp_path / "in.jsonl"
     src.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in many), encoding="utf-8")
     full = tmp_path / "full.jsonl"
-    with Scorer.from_path(model, threads=1) as scorer:
-        score_file(src, full, scorer)
+    with Scorer.from_path(model, run=RunOptions(threads=1)) as scorer:
+        score_file(InputOptions(src), OutputOptions(full), scorer)
 
     out = tmp_path / "out.jsonl"
     partial = tmp_path / "out.jsonl.partial"
@@ -294,8 +295,8 @@ FEED = [json.dumps({"id": i, "instruction": f"Add {i} and {i}.", "output": f"{2 
 def test_a_lost_actor_is_replaced_and_the_output_is_the_uninterrupted_runs(ray_cluster, model, tmp_path, name):
     src, alone, out = tmp_path / "in.jsonl", tmp_path / f"alone-{name}", tmp_path / name
     src.write_bytes(b"".join(FEED))
-    with Scorer.from_path(model, threads=1) as scorer:
-        score_file(src, alone, scorer)
+    with Scorer.from_path(model, run=RunOptions(threads=1)) as scorer:
+        score_file(InputOptions(src), OutputOptions(alone), scorer)
 
     result = run_feeding(["score", "-", "-m", str(model), "--ray", "--actors", "2", "-o", str(out)],
                          b"".join(FEED[:40]), b"".join(FEED[40:]), "_ScoreActor", _env(tmp_path))
@@ -332,7 +333,7 @@ def test_actors_that_die_while_starting_end_the_run_in_one_line(ray_cluster, jso
 
     monkeypatch.setattr(on_ray, "_ScoreActor", StillbornActor)
     with pytest.raises(ModelError) as error:
-        on_ray.score_on_ray(jsonl, tmp_path / "out.jsonl", model_path=model, actors=1)
+        on_ray.score_on_ray(InputOptions(jsonl), OutputOptions(tmp_path / "out.jsonl"), model, ScorerOptions(), RunOptions(), RayOptions(1))
     assert str(error.value) == ("3 Ray actors died while starting, loading the model (out of memory on their nodes?); "
                                 "give each actor a node with room for the model, or fewer actors per node")
 
@@ -342,5 +343,5 @@ def test_missing_ray_names_the_extra(monkeypatch, jsonl, tmp_path):
 
     monkeypatch.setitem(sys.modules, "ray", None)
     with pytest.raises(LocalscoreError) as error:
-        score_on_ray(jsonl, tmp_path / "out.parquet")
+        score_on_ray(InputOptions(jsonl), OutputOptions(tmp_path / "out.parquet"), None, ScorerOptions(), RunOptions(), RayOptions())
     assert str(error.value) == "running on Ray needs the ray extra: pip install 'localscore[ray]'"

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from localscore import Scorer
+from localscore.options import ScorerOptions
 from tests.reference import DEITA_PROMPT_IDS, deita_prompt
 
 TOKENIZER = Path(__file__).parent / "fixtures" / "llama-spm" / "tokenizer.model"
@@ -20,8 +21,8 @@ def _name(golden: dict) -> str:
 
 @pytest.fixture(scope="module")
 def scorers(gguf_file):
-    with Scorer.from_path(gguf_file("f32"), "quality") as quality, \
-            Scorer.from_path(gguf_file("f32"), "complexity") as complexity:
+    with Scorer.from_path(gguf_file("f32"), ScorerOptions(scorer="quality")) as quality, \
+            Scorer.from_path(gguf_file("f32"), ScorerOptions(scorer="complexity")) as complexity:
         yield {"quality": quality, "complexity": complexity}
 
 

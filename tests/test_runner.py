@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from localscore import Scorer
 from localscore.runs.score import score_file
+from localscore.options import InputOptions, OutputOptions, ScorerOptions
 
 text = st.text(st.characters(codec="utf-8"), max_size=40)
 json_value = st.recursive(st.none() | st.booleans() | st.integers() | text, lambda v: st.lists(v, max_size=3),
@@ -32,7 +33,7 @@ line = st.one_of(record.map(lambda r: json.dumps(r).encode()), st.binary(max_siz
 
 @pytest.fixture(scope="module")
 def scorer(gguf_file):
-    with Scorer.from_path(gguf_file("q8_0"), ctx=256) as s:
+    with Scorer.from_path(gguf_file("q8_0"), ScorerOptions(ctx=256)) as s:
         yield s
 
 
@@ -43,7 +44,7 @@ def test_every_record_gets_exactly_one_line_with_a_score_or_a_reason(scorer, lin
     first = next((ln.strip(b" \t\r\n") for ln in lines if ln.strip(b" \t\r\n")), b"")
     assume(not first.startswith(b"[") and first != b"{")  # one JSON document: covered by the records tests
     out = tmp_path_factory.mktemp("fuzz") / "out.jsonl"
-    summary = score_file(io.BytesIO(data), out, scorer)
+    summary = score_file(InputOptions(io.BytesIO(data)), OutputOptions(out), scorer)
     expected = sum(1 for ln in lines if ln.strip(b" \t\r\n"))
     got = [json.loads(ln) for ln in out.read_text(encoding="utf-8").splitlines()]
     assert len(got) == expected == summary.records
@@ -59,13 +60,13 @@ def test_every_record_gets_exactly_one_line_with_a_score_or_a_reason(scorer, lin
 def test_pack_spans_records_and_keeps_order(gguf_file, pairs, tmp_path, monkeypatch):
     data = "".join(json.dumps({"instruction": a, "output": b}) + "\n" for a, b in pairs[:10])
     with Scorer.from_path(gguf_file("q8_0")) as scorer:
-        single = score_file(io.BytesIO(data.encode()), tmp_path / "single.jsonl", scorer)
-    with Scorer.from_path(gguf_file("q8_0"), pack=4) as scorer:
+        single = score_file(InputOptions(io.BytesIO(data.encode())), OutputOptions(tmp_path / "single.jsonl"), scorer)
+    with Scorer.from_path(gguf_file("q8_0"), ScorerOptions(pack=4)) as scorer:
         calls = []
         decode = scorer.engine.logits_many
         monkeypatch.setattr(scorer.engine, "logits_many", lambda prompts, targets: calls.append(len(prompts))
                             or decode(prompts, targets))
-        packed = score_file(io.BytesIO(data.encode()), tmp_path / "packed.jsonl", scorer)
+        packed = score_file(InputOptions(io.BytesIO(data.encode())), OutputOptions(tmp_path / "packed.jsonl"), scorer)
     assert calls == [4, 4, 2]
     assert packed.scored == single.scored == 10
     single_lines, packed_lines = ([json.loads(x) for x in (tmp_path / name).read_text().splitlines()]

@@ -16,6 +16,7 @@ from localscore.errors import InputError
 from localscore.forms.provenance import read_provenance
 from localscore.runs.score import score_file
 from localscore.runs.shards import Shard
+from localscore.options import InputOptions, OutputOptions
 
 N_SHARDS = 3
 
@@ -35,7 +36,7 @@ def shard_outputs(tmp_path: Path, source: Path, scorer, suffix: str) -> list[Pat
     outputs = []
     for index in range(N_SHARDS):
         out = tmp_path / f"shard-{index}{suffix}"
-        score_file(source, out, scorer, shard=f"{index}/{N_SHARDS}")
+        score_file(InputOptions(source), OutputOptions(out, shard=f"{index}/{N_SHARDS}"), scorer)
         outputs.append(out)
     return outputs
 
@@ -49,7 +50,7 @@ def test_merged_shards_are_the_single_run(tmp_path, q8_scorer, records, suffix):
         source = tmp_path / "in.parquet"
         pq.write_table(pa.Table.from_pylist(records), source, row_group_size=5)
     single = tmp_path / f"single{suffix}"
-    score_file(source, single, q8_scorer)
+    score_file(InputOptions(source), OutputOptions(single), q8_scorer)
     outputs = shard_outputs(tmp_path, source, q8_scorer, suffix)
     made = read_provenance(outputs[1])
     assert {k: made.shard[k] for k in ("shard", "shards", "records")} == {
@@ -71,7 +72,7 @@ def test_merge_refuses_missing_repeated_and_foreign_shards(tmp_path, q8_scorer, 
     other = tmp_path / "other.jsonl"
     other.write_text("".join(json.dumps(dict(r, id=-1)) + "\n" for r in records))
     foreign = tmp_path / "foreign.jsonl"
-    score_file(other, foreign, q8_scorer, shard=f"2/{N_SHARDS}")
+    score_file(InputOptions(other), OutputOptions(foreign, shard=f"2/{N_SHARDS}"), q8_scorer)
     out = tmp_path / "merged.jsonl"
     cases = [
         ([outputs[0], outputs[2]], f"Error: shard 1/{N_SHARDS} missing: give every shard's output to merge"),
@@ -107,7 +108,7 @@ def test_score_command_shards(tmp_path, gguf_file, records, q8_scorer):
     assert result.exit_code == 0, result.output
     assert [json.loads(line)["id"] for line in out.read_text().splitlines()] == [1, 3]
     # The same file rewritten by a whole run is no longer a shard.
-    score_file(source, out, q8_scorer)
+    score_file(InputOptions(source), OutputOptions(out), q8_scorer)
     assert read_provenance(out).shard is None
     for args, message in [(["--shard", "2/2"], "Error: shard '2/2' must be I/N with 0 <= I < N, e.g. 0/4 for the "
                                                  "first of four"),

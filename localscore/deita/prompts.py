@@ -6,9 +6,9 @@ from dataclasses import dataclass
 from typing import Protocol, Sequence
 
 from ..errors import InputError
+from ..options import DEFAULT_TOO_LONG
 from .templates import Template
 
-TOO_LONG_POLICIES = ("truncate", "error")
 # Marks where the middle of a field was cut; visible to the scorer, which is the honest thing to show it.
 CUT_MARKER = " [...] "
 # Below this many tokens a field says too little to be worth scoring; shorten the other field instead.
@@ -47,7 +47,7 @@ def shared_head(template: Template, tokenizer: Tokenizer) -> list[int]:
 
 
 def build(template: Template, instruction: str, response: str | None, tokenizer: Tokenizer, n_ctx: int,
-          too_long: str = "truncate") -> Prompt:
+          too_long: str = DEFAULT_TOO_LONG) -> Prompt:
     """Token ids of the filled template, at most n_ctx long.
 
     Too long with too_long="truncate": the middle of the response is cut (then the instruction's), so the

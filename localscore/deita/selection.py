@@ -15,6 +15,7 @@ from typing import Callable, Iterable, Sequence, Union
 import numpy as np
 
 from ..errors import InputError
+from ..options import DEFAULT_THRESHOLD
 from .templates import COMPLEXITY, QUALITY
 
 EVOL_FIELD = "evol_score"
@@ -68,12 +69,14 @@ def rank(scores: Sequence[float]) -> np.ndarray:
     return np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")
 
 
-def select(records: Sequence[dict], embeddings: Embeddings, budget: int, threshold: float = 0.9) -> Selection:
+def select(records: Sequence[dict], embeddings: Embeddings, budget: int,
+           threshold: float = DEFAULT_THRESHOLD) -> Selection:
     """Deita's selection of at most `budget` records: see diversity_filter, in evol-score order."""
     return diversity_filter(rank(evol_scores(records)), embeddings, budget, threshold)
 
 
-def diversity_filter(order: Sequence[int], embeddings: Embeddings, budget: int, threshold: float = 0.9) -> Selection:
+def diversity_filter(order: Sequence[int], embeddings: Embeddings, budget: int,
+                     threshold: float = DEFAULT_THRESHOLD) -> Selection:
     """Walk `order`; keep the first record and each next one whose cosine similarity to every kept record is
     <= threshold; stop when `budget` are kept (or the records run out). A record whose embedding has a NaN, an
     infinity or only zeros has no direction to compare: it is skipped, with its reason, and never kept.

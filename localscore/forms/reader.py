@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from ..errors import InputError
+from ..options import DEFAULT_SPLIT
 from .records import Records, read_json
 from .tables import HUB_PREFIX, PARQUET_MAGIC, SAVED_MARKERS, hub_records, parquet_records, saved_records
 
@@ -95,7 +96,7 @@ _FORMS = (
 )
 
 
-def read_records(source: Source, *, split: str = "train", config: str | None = None) -> Records:
+def read_records(source: Source, *, split: str = DEFAULT_SPLIT, config: str | None = None) -> Records:
     """The records of `source`, row i / line i as record i (1-based), with the input's schema and count.
 
     `source` is a binary stream such as sys.stdin.buffer (JSON), a hub dataset `hf://datasets/ORG/NAME` (`split`

@@ -10,6 +10,7 @@ import llama_cpp
 import numpy as np
 
 from ..deita.conversation import MAX_TOKENS, conversation_ids
+from ..options import RunOptions
 from .model import Model
 
 
@@ -20,10 +21,8 @@ class Embedder(Model):
     ...     vectors = embedder.embed([[("What is 2+2?", "4")]])   # one row per conversation
     """
 
-    def __init__(self, path: str | os.PathLike, *, n_threads: int | None = None, n_gpu_layers: int | None = None,
-                 kernels: str = "auto", verbose: bool = False, vocab_only: bool = False):
-        super().__init__(path, n_threads=n_threads, n_gpu_layers=n_gpu_layers, kernels=kernels, verbose=verbose,
-                         vocab_only=vocab_only)
+    def __init__(self, path: str | os.PathLike, run: RunOptions = RunOptions(), *, vocab_only: bool = False):
+        super().__init__(path, run, vocab_only=vocab_only)
         try:
             self.max_tokens = min(MAX_TOKENS, self.n_ctx_train)
             if vocab_only:
@@ -40,15 +39,15 @@ class Embedder(Model):
             raise
 
     @classmethod
-    def from_path(cls, path: str | os.PathLike, *, threads: int | None = None, n_gpu_layers: int | None = None,
-                  kernels: str = "auto", verbose: bool = False) -> "Embedder":
-        return cls(path, n_threads=threads, n_gpu_layers=n_gpu_layers, kernels=kernels, verbose=verbose)
+    def from_path(cls, path: str | os.PathLike, run: RunOptions = RunOptions()) -> "Embedder":
+        """Load an embedder GGUF, run as `run` says (threads, GPU layers, kernels: options.RunOptions)."""
+        return cls(path, run)
 
     @classmethod
     def vocabulary(cls, path: str | os.PathLike, *, verbose: bool = False) -> "Embedder":
         """The embedder without its weights: token ids, width and fingerprint (cache keys), but no embedding. For a
         process that hands the embedding itself to others (a Ray driver)."""
-        return cls(path, verbose=verbose, vocab_only=True)
+        return cls(path, RunOptions(verbose=verbose), vocab_only=True)
 
     def _context_params(self, n_cells: int) -> llama_cpp.llama_context_params:
         cparams = self._base_context_params(n_cells)

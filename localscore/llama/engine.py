@@ -10,6 +10,7 @@ import llama_cpp
 import numpy as np
 
 from ..errors import check_range
+from ..options import RunOptions
 from .model import EngineInfo, Model, physical_cores
 
 __all__ = ["Engine", "EngineInfo", "HEAD_CELLS", "physical_cores"]
@@ -32,9 +33,9 @@ class Engine(Model):
     bit as with a full-size cache.
     """
 
-    def __init__(self, path: str | os.PathLike, *, n_ctx: int | None = None, n_threads: int | None = None,
-                 n_gpu_layers: int | None = None, n_seq_max: int = 2, kernels: str = "auto", verbose: bool = False):
-        super().__init__(path, n_threads=n_threads, n_gpu_layers=n_gpu_layers, kernels=kernels, verbose=verbose)
+    def __init__(self, path: str | os.PathLike, run: RunOptions = RunOptions(), *, n_ctx: int | None = None,
+                 n_seq_max: int = 2):
+        super().__init__(path, run)
         try:
             # The longest prompt this engine evaluates; one decode call takes a whole prompt (or packed group).
             self.n_ctx = self.n_batch = n_ctx or self.n_ctx_train

@@ -13,8 +13,7 @@ import re
 from dataclasses import dataclass
 
 from ..errors import ModelError
-
-KERNELS = ("auto", "repacked", "direct")
+from ..options import KERNELS
 
 # 0.3.36 has the tiled K-quant kernels the table below was measured with (ggml-org/llama.cpp PR #27851); 0.3.35
 # replaced `use_mmap` by `load_mode`. An older build would run the slower kernels without saying so.

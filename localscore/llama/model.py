@@ -16,6 +16,7 @@ import llama_cpp
 from ..errors import ModelError, check_range
 from .devices import Device, Offload, backends_without_devices, gpu_devices
 from .fingerprint import fingerprint
+from ..options import RunOptions
 from .kernels import KernelChoice, choose, require_llama_cpp
 from .log import LlamaLog
 
@@ -153,11 +154,11 @@ class Model:
     what to redo in a fresh one (`_on_new_context`); `_ensure_cells` gives them a context with enough KV cells,
     recreating it larger when a longer prompt arrives."""
 
-    def __init__(self, path: str | os.PathLike, *, n_threads: int | None = None, n_gpu_layers: int | None = None,
-                 kernels: str = "auto", verbose: bool = False, vocab_only: bool = False):
+    def __init__(self, path: str | os.PathLike, run: RunOptions = RunOptions(), *, vocab_only: bool = False):
         self._model = self._ctx = None
         self._batch: llama_cpp.llama_batch | None = None  # the subclass's decode batch, freed by close()
-        self.log = LlamaLog(verbose)
+        n_threads, n_gpu_layers = run.threads, run.n_gpu_layers
+        self.log = LlamaLog(run.verbose)
         self.path = model_file(path)
         if n_threads is not None:  # llama.cpp's thread pool crashes far past that
             check_range("threads", n_threads, 1, available_cpus(), why="the CPUs this process may run on")
@@ -170,7 +171,7 @@ class Model:
         self.kernels: KernelChoice | None = None
         if not vocab_only:
             # The kernels depend on the weight type, and llama.cpp fixes them at load: read the header first.
-            self.kernels = choose(kernels, read_header(self.path, self.log).file_type)
+            self.kernels = choose(run.kernels, read_header(self.path, self.log).file_type)
             mparams.use_extra_bufts = self.kernels.use_extra_bufts
         devices = _offload_devices(n_gpu_layers)
         if n_gpu_layers is not None:

@@ -6,10 +6,11 @@ import os
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from ..deita.prompts import MIN_FIELD_TOKENS, TOO_LONG_POLICIES, Prompt, build, shared_head, smallest_context
+from ..deita.prompts import MIN_FIELD_TOKENS, Prompt, build, shared_head, smallest_context
 from ..deita.scoring import expected_score
-from ..deita.templates import LABELS, TEMPLATES, Template
-from ..errors import InputError, check_range
+from ..deita.templates import LABELS, TEMPLATES
+from ..errors import check_range
+from ..options import RunOptions, ScorerOptions
 from ..forms.provenance import Step, scoring_step
 from .engine import Engine
 from .fingerprint import fingerprint
@@ -24,36 +25,30 @@ class Scorer:
     ...     scorer.score("What is 2+2?", "4")
     """
 
-    def __init__(self, engine: Engine, template: Template, *, too_long: str = "truncate", pack: int = 1):
-        if too_long not in TOO_LONG_POLICIES:
-            raise InputError(f"too_long must be one of {', '.join(TOO_LONG_POLICIES)}, got {too_long!r}")
-        if pack < 1 or pack > engine.n_seq_max - 1:
-            raise InputError(f"pack must be between 1 and {engine.n_seq_max - 1}, got {pack}")
+    def __init__(self, engine: Engine, options: ScorerOptions = ScorerOptions()):
         self.engine = engine
-        self.template = template
-        self.too_long = too_long
-        self.pack = pack
+        self.options = options
+        self.template = TEMPLATES[options.scorer]
+        self.too_long = options.too_long
+        self.pack = options.pack
+        # One sequence holds the shared head; each prompt of a decode call needs one more.
+        check_range("pack", options.pack, 1, engine.n_seq_max - 1, why="the sequences of this engine")
         self.label_ids = engine.single_token_ids(LABELS)
         # Below this, the head alone may not fit the engine's batch, and no long record could be scored. (After the
         # labels: a vocabulary without them is refused before anything tokenizes with it.)
-        check_range("ctx", engine.n_ctx, smallest_context(template, engine), why=f"a {template.name} prompt cut to "
-                    f"fit: its fixed text and {MIN_FIELD_TOKENS} tokens of each field")
-        engine.set_head(shared_head(template, engine))
+        check_range("ctx", engine.n_ctx, smallest_context(self.template, engine), why=f"a {self.template.name} "
+                    f"prompt cut to fit: its fixed text and {MIN_FIELD_TOKENS} tokens of each field")
+        engine.set_head(shared_head(self.template, engine))
 
     @classmethod
-    def from_path(cls, path: str | os.PathLike, scorer: str = "quality", *, ctx: int | None = None,
-                  threads: int | None = None, n_gpu_layers: int | None = None, too_long: str = "truncate",
-                  pack: int = 1, kernels: str = "auto", verbose: bool = False) -> "Scorer":
-        """Load a scorer GGUF. `scorer` picks the prompt ("quality" or "complexity"); `ctx` defaults to the
-        model's training context; `pack` > 1 evaluates that many prompts per decode (faster on GPUs, not
-        bit-reproducible on CPU); `kernels` is "auto" (the fastest measured for this CPU and weight type),
-        "repacked" or "direct" (see localscore.kernels)."""
-        if scorer not in TEMPLATES:
-            raise InputError(f"unknown scorer {scorer!r}; choose {' or '.join(TEMPLATES)}")
-        engine = Engine(path, n_ctx=ctx, n_threads=threads, n_gpu_layers=n_gpu_layers, n_seq_max=pack + 1,
-                        kernels=kernels, verbose=verbose)
+    def from_path(cls, path: str | os.PathLike, options: ScorerOptions = ScorerOptions(),
+                  run: RunOptions = RunOptions()) -> "Scorer":
+        """Load a scorer GGUF with the Deita prompt, context, too-long policy and packing of `options` (see
+        options.ScorerOptions: `pack` > 1 evaluates that many prompts per decode, faster on GPUs, not
+        bit-reproducible), run as `run` says (threads, GPU layers, kernels: options.RunOptions)."""
+        engine = Engine(path, run, n_ctx=options.ctx, n_seq_max=options.pack + 1)
         try:
-            return cls(engine, TEMPLATES[scorer], too_long=too_long, pack=pack)
+            return cls(engine, options)
         except BaseException:
             engine.close()
             raise
@@ -89,10 +84,9 @@ class Scorer:
         self.close()
 
 
-def file_step(path: str | os.PathLike, scorer: str = "quality", *, ctx: int | None = None, pack: int = 1,
-              too_long: str = "truncate") -> Step:
-    """What a Scorer.from_path(path, scorer, ...) run records of its model, from the file alone (no weights load):
-    for a process that leaves the scoring to others (a Ray driver). The record of what ran is empty."""
+def file_step(path: str | os.PathLike, options: ScorerOptions = ScorerOptions()) -> Step:
+    """What a Scorer.from_path(path, options) run records of its model, from the file alone (no weights load): for
+    a process that leaves the scoring to others (a Ray driver). The record of what ran is empty."""
     header = read_header(model_file(path), LlamaLog(False))
-    return scoring_step(fingerprint(path), Path(path).name, scorer=scorer, weights=header.file_type,
-                        ctx=ctx or header.n_ctx_train, pack=pack, too_long=too_long)
+    return scoring_step(fingerprint(path), Path(path).name, scorer=options.scorer, weights=header.file_type,
+                        ctx=options.ctx or header.n_ctx_train, pack=options.pack, too_long=options.too_long)

@@ -17,11 +17,12 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ..deita.templates import TEMPLATES, Template
-from ..errors import InputError, OutputError, check_range
+from ..errors import InputError, OutputError
 from ..forms.durable import write_file
 from ..forms.provenance import read_provenance, scored_by
 from ..forms.reader import read_records
 from ..forms.records import Record
+from ..options import CompareOptions, RunOptions, ScorerOptions
 from .agreement import agreement
 from .comparison import Comparison, Excluded
 from .progress import Progress, silent
@@ -30,18 +31,16 @@ GGUF_MAGIC = b"GGUF"
 NPY_MAGIC = b"\x93NUMPY"
 
 
-def compare(a: str | os.PathLike, b: str | os.PathLike, data: str | os.PathLike, *, scorer: str = "quality",
-            sample: int | None = None, seed: int = 0, threads: int | None = None, kernels: str = "auto",
-            json_path: str | os.PathLike | None = None, plot: str | os.PathLike | None = None,
-            log: Callable[[str], None] | None = None, progress: Progress | None = None) -> Comparison:
-    """Compare scorer A with scorer B on the records of `data` (all of them, or `sample` records drawn with
-    `seed`). A and B are each a scorer GGUF (scored here, one prompt per decode, so the result is reproducible)
-    or a file scored from `data`. Writes the figures as JSON to `json_path` and a scatter + histogram PNG to
-    `plot` when given. Records that cannot be scored on either side are excluded and listed."""
-    if scorer not in TEMPLATES:
-        raise InputError(f"unknown scorer {scorer!r}; choose {' or '.join(TEMPLATES)}")
-    if sample is not None:
-        check_range("sample", sample, 1)
+def compare(a: str | os.PathLike, b: str | os.PathLike, data: str | os.PathLike, options: CompareOptions,
+            run: RunOptions, *, log: Callable[[str], None] | None = None,
+            progress: Progress | None = None) -> Comparison:
+    """Compare scorer A with scorer B on the records of `data` (all of them, or `options.sample` records drawn with
+    `options.seed`). A and B are each a scorer GGUF (scored here as `run` says, one prompt per decode, so the
+    result is reproducible) or a file scored from `data`. Writes the figures as JSON to `options.json_path` and a
+    scatter + histogram PNG to `options.plot` when given. Records that cannot be scored on either side are
+    excluded and listed."""
+    scorer, sample, seed, json_path, plot = options.scorer, options.sample, options.seed, options.json_path, \
+        options.plot
     if plot is not None:
         from .plot import require_matplotlib
 
@@ -56,8 +55,13 @@ def compare(a: str | os.PathLike, b: str | os.PathLike, data: str | os.PathLike,
     chosen = [records[i] for i in positions]
     say = log or (lambda line: None)
     # Each side: per chosen record, its turn scores or why it has none.
-    sides = [_side_scores(path, label, positions, records, data, template, threads, kernels, say, progress)
-             for label, path in (("A", a), ("B", b))]
+    sides = []
+    for label, path in (("A", a), ("B", b)):
+        if is_gguf(path):
+            say(f"scoring {len(positions):,} records of {os.fspath(data)} with {label} ({os.fspath(path)})")
+            sides.append(_model_scores(path, label, chosen, template, run, progress))
+        else:
+            sides.append(_file_scores(path, label, positions, records, data, template))
 
     excluded: list[Excluded] = []
     pairs: list[tuple[list[float], list[float]]] = []
@@ -97,7 +101,6 @@ def _scored_by(path: str | os.PathLike, template: Template) -> str | None:
 def sample_positions(n: int, sample: int | None, seed: int) -> np.ndarray:
     """Positions of the records to compare, in file order: all n, or `sample` of them drawn without replacement
     by numpy's default_rng(seed), so the same data, sample and seed always give the same records."""
-    check_range("seed", seed, 0)  # default_rng takes no negative seed
     if sample is None or sample >= n:
         return np.arange(n)
     return np.sort(np.random.default_rng(seed).choice(n, size=sample, replace=False))
@@ -120,25 +123,14 @@ def _starts_with(path: str | os.PathLike, magic: bytes) -> bool:
         raise InputError(f"cannot read {os.fspath(path)}: {e.strerror}") from None
 
 
-def _side_scores(path: str | os.PathLike, label: str, positions: np.ndarray, records: list[Record],
-                 data: str | os.PathLike, template: Template, threads: int | None, kernels: str,
-                 log: Callable[[str], None],
-                 progress: Progress | None) -> list[list[float] | str]:
-    if is_gguf(path):
-        log(f"scoring {len(positions):,} records of {os.fspath(data)} with {label} ({os.fspath(path)})")
-        return _model_scores(path, label, [records[i] for i in positions], template, threads, kernels,
-                             progress)
-    return _file_scores(path, label, positions, records, data, template)
-
-
 def _model_scores(path: str | os.PathLike, label: str, chosen: Sequence[Record], template: Template,
-                  threads: int | None, kernels: str, progress: Progress | None) -> list[list[float] | str]:
+                  run: RunOptions, progress: Progress | None) -> list[list[float] | str]:
     from ..llama.scorer import Scorer  # loads llama.cpp, which comparing two scored files does not need
     from .batch import score_records
 
     out: list[list[float] | str] = []
     report, tokens = progress or silent, 0
-    with Scorer.from_path(path, template.name, threads=threads, kernels=kernels) as scorer:
+    with Scorer.from_path(path, ScorerOptions(template.name), run) as scorer:
         report(0, len(chosen), 0)
         for scored in score_records(scorer, chosen):
             if scored.error is None:

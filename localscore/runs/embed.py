@@ -8,13 +8,14 @@ import contextlib
 import os
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, BinaryIO, Iterator
+from typing import TYPE_CHECKING, Iterator
 
 from ..forms.embeddings_file import EmbeddingsWriter
 from ..forms.output import refuse_input_as_output
 from ..forms.provenance import Provenance
 from ..forms.reader import read_records
 from ..forms.records import Record, without_leading_answer
+from ..options import InputOptions, OutputOptions, RayOptions, RunOptions
 from .embedding_cache import CachedEmbeddings, EmbeddingCache
 from .embedding_step import Embedding, LocalStep
 from .progress import Progress, silent
@@ -53,29 +54,28 @@ def turns_of(record: Record) -> list[tuple[str, str]] | None:
     return [(turn.instruction, turn.response) for turn in record.turns]
 
 
-def embed_file(source: str | os.PathLike | BinaryIO, output: str | os.PathLike, embedding: Embedding, *,
-               cache_path: str | os.PathLike | None = None, progress: Progress | None = None, split: str = "train",
-               config: str | None = None, shard: str | None = None) -> EmbedSummary:
-    """Write the embedding of every record of `source` (any input reader.read_records reads; `split` and `config`
-    choose the part of a hub dataset or saved DatasetDict) to `output` (float32 `.npy`, row i = record i).
+def embed_file(source: InputOptions, output: OutputOptions, embedding: Embedding, *,
+               cache_path: str | os.PathLike | None = None, progress: Progress | None = None) -> EmbedSummary:
+    """Write the embedding of every record of `source` (any input reader.read_records reads) to `output.path`
+    (float32 `.npy`, row i = record i).
 
     A record that cannot be embedded (not a conversation, a final question without answer, ...) gets a row of
-    NaN and is counted as errored; it never moves the rows after it. `shard` "I/N" embeds the I-th of N
+    NaN and is counted as errored; it never moves the rows after it. `output.shard` "I/N" embeds the I-th of N
     round-robin slices, recording its slice with the output (see shards.py). What made the output is kept beside it
     (forms/provenance.py). `progress` is called with the records done, the input's records (where cheap to know)
     and the tokens.
     """
-    slice_ = None if shard is None else Shard.parse(shard)
-    refuse_input_as_output(source, output)
+    slice_ = None if output.shard is None else Shard.parse(output.shard)
+    refuse_input_as_output(source.source, output.path)
     summary = EmbedSummary()
     start = time.perf_counter()
-    records = read_records(source, split=split, config=config)
+    records = read_records(source.source, split=source.split, config=source.config)
     if slice_ is not None:
         records = ShardRecords(records, slice_)
     vocab = embedding.vocab
     report = progress or silent
     report(0, records.count, 0)
-    with EmbeddingCache(vocab.fingerprint, cache_path) as cache, EmbeddingsWriter(output, vocab.n_embd) as out:
+    with EmbeddingCache(vocab.fingerprint, cache_path) as cache, EmbeddingsWriter(output.path, vocab.n_embd) as out:
         out.begin(Provenance((embedding.made(),)))
         cached = CachedEmbeddings(embedding, cache)
         try:
@@ -100,21 +100,19 @@ def embed_file(source: str | os.PathLike | BinaryIO, output: str | os.PathLike, 
 
 
 @contextlib.contextmanager
-def open_embedding(model: str | os.PathLike, *, threads: int | None = None, n_gpu_layers: int | None = None,
-                   kernels: str = "auto", verbose: bool = False, ray: bool = False, actors: int = 1,
+def open_embedding(model: str | os.PathLike, run: RunOptions, on_ray: RayOptions | None = None, *,
                    block: int | None = None) -> Iterator[Embedding]:
-    """The embedder GGUF `model`, loaded here, or with `ray` loaded by `actors` Ray actors of `threads` threads
-    each (default 1) while this process keeps only its vocabulary. `block`: conversations per actor call, which
-    also sets how far the actors run ahead (None: sized to the input; the lazy walk wants 1)."""
+    """The embedder GGUF `model`, loaded here as `run` says, or with `on_ray` loaded by Ray actors (of `run.threads`
+    threads each, default 1) while this process keeps only its vocabulary. `block`: conversations per actor call,
+    which also sets how far the actors run ahead (None: sized to the input; the lazy walk wants 1)."""
     from ..llama.embedder import Embedder
 
-    if not ray:
-        with Embedder.from_path(model, threads=threads, n_gpu_layers=n_gpu_layers, kernels=kernels,
-                                verbose=verbose) as embedder:
+    if on_ray is None:
+        with Embedder.from_path(model, run) as embedder:
             yield Embedding(embedder, LocalStep(embedder))
         return
     from .ray import ray_embed_step
 
-    with Embedder.vocabulary(model, verbose=verbose) as vocab, \
-            ray_embed_step(model, actors=actors, threads=threads or 1, verbose=verbose, block=block) as step:
+    with Embedder.vocabulary(model, verbose=run.verbose) as vocab, \
+            ray_embed_step(model, run, on_ray, block=block) as step:
         yield Embedding(vocab, step)

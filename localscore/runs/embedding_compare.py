@@ -16,11 +16,12 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from ..errors import InputError, check_range
+from ..errors import InputError
 from ..forms.durable import write_file
 from ..forms.embeddings_file import read_embeddings
 from ..forms.reader import read_records
 from ..forms.records import Record
+from ..options import CompareOptions, RunOptions
 from .compare import Excluded, is_gguf, is_npy, sample_positions
 from .embed import turns_of
 from .embedding_agreement import (NEAR, PairShift, SelectionChange, VectorAgreement, pair_shift, selection_change,
@@ -99,20 +100,16 @@ class EmbedderComparison:
         return lines
 
 
-def compare_embedders(a: str | os.PathLike, b: str | os.PathLike, data: str | os.PathLike, *,
-                      budget: int | None = None, threshold: float = 0.9, sample: int | None = None, seed: int = 0,
-                      threads: int | None = None, kernels: str = "auto", json_path: str | os.PathLike | None = None,
-                      cache_path: str | os.PathLike | None = None, log: Callable[[str], None] | None = None,
-                      progress: Progress | None = None) -> EmbedderComparison:
-    """Compare embedder A with embedder B on the records of `data` (all, or `sample` drawn with `seed`). A and B
-    are each an embedder GGUF (run here; its vectors go to the embedding cache) or a `.npy` file from
-    `localscore embed` of `data`. When `data` carries quality and complexity scores, Deita's selection of
-    `budget` records (default: a fifth of the compared ones) at `threshold` runs with each side's embeddings."""
-    if sample is not None:
-        check_range("sample", sample, 1)
-    if budget is not None:
-        check_range("budget", budget, 1)
-    check_range("threshold", threshold, 0, 1)
+def compare_embedders(a: str | os.PathLike, b: str | os.PathLike, data: str | os.PathLike, options: CompareOptions,
+                      run: RunOptions, *, cache_path: str | os.PathLike | None = None,
+                      log: Callable[[str], None] | None = None, progress: Progress | None = None) -> EmbedderComparison:
+    """Compare embedder A with embedder B on the records of `data` (all, or `options.sample` drawn with
+    `options.seed`). A and B are each an embedder GGUF (run here as `run` says; its vectors go to the embedding
+    cache) or a `.npy` file from `localscore embed` of `data`. When `data` carries quality and complexity scores,
+    Deita's selection of `options.budget` records (default: a fifth of the compared ones) at `options.threshold`
+    runs with each side's embeddings. The figures go to `options.json_path` as JSON when given."""
+    sample, seed, budget, threshold, json_path = options.sample, options.seed, options.budget, options.threshold, \
+        options.json_path
     if json_path is not None and Path(json_path).resolve() in {Path(p).resolve() for p in (a, b, data)}:
         raise InputError(f"{json_path} is one of the inputs; write the JSON to a new file")
     kinds = {label: _kind(path, label) for label, path in (("A", a), ("B", b))}
@@ -123,8 +120,7 @@ def compare_embedders(a: str | os.PathLike, b: str | os.PathLike, data: str | os
     for label, path in (("A", a), ("B", b)):
         if kinds[label] == "gguf":
             say(f"embedding {len(positions):,} records of {os.fspath(data)} with {label} ({os.fspath(path)})")
-            sides[label] = _model_vectors(path, [records[i] for i in positions], threads, kernels, cache_path,
-                                            progress)
+            sides[label] = _model_vectors(path, [records[i] for i in positions], run, cache_path, progress)
         else:
             sides[label] = np.asarray(read_embeddings(path, len(records))[positions], dtype=np.float32)
     vectors_a, vectors_b = sides["A"], sides["B"]
@@ -173,14 +169,14 @@ def _kind(path: str | os.PathLike, label: str) -> str:
                      "`localscore embed`; to compare scorers or scored files, compare them as scorers")
 
 
-def _model_vectors(path: str | os.PathLike, chosen: Sequence[Record], threads: int | None, kernels: str,
+def _model_vectors(path: str | os.PathLike, chosen: Sequence[Record], run: RunOptions,
                    cache_path: str | os.PathLike | None, progress: Progress | None) -> np.ndarray:
     from ..llama.embedder import Embedder  # loads llama.cpp, which comparing two .npy files does not need
     from .embedding_cache import CachedEmbeddings, EmbeddingCache
     from .embedding_step import Embedding, LocalStep
 
     report = progress or silent
-    with Embedder.from_path(path, threads=threads, kernels=kernels) as embedder, \
+    with Embedder.from_path(path, run) as embedder, \
             EmbeddingCache(embedder.fingerprint, cache_path) as cache:
         cached = CachedEmbeddings(Embedding(embedder, LocalStep(embedder)), cache)
         nan_row = np.full(embedder.n_embd, np.nan, dtype=np.float32)

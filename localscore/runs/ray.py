@@ -26,6 +26,7 @@ from ..deita.templates import TEMPLATES
 from ..errors import InputError, LocalscoreError, ModelError
 from ..extras import require
 from ..forms.provenance import Step, distinct
+from ..options import DEFAULT_RAY_THREADS, InputOptions, OutputOptions, RayOptions, RunOptions, ScorerOptions
 from ..forms.records import Record, Records
 from .batch import Scored, score_records
 from .embedding_step import Job
@@ -86,60 +87,56 @@ class RaySummary(Summary):
         return [*(actor.line(name) for name, actor in self.actors.items()), self.line()]
 
 
-def score_on_ray(input_path: str | os.PathLike, output: str | os.PathLike | None, *,
-                 model_path: str | os.PathLike | None = None, scorer: str = "quality", actors: int = 1,
-                 threads: int = 1, ctx: int | None = None, too_long: str = "truncate", pack: int = 1,
-                 strict: bool = False, progress: Progress | None = None, verbose: bool = False, resume: bool = False,
-                 split: str = "train", config: str | None = None, shard: str | None = None) -> RaySummary:
-    """Score every record of `input_path` (every input form reader.read_records reads) on the Ray cluster this
+def score_on_ray(source: InputOptions, output: OutputOptions, model_path: str | os.PathLike | None,
+                 scoring: ScorerOptions, run: RunOptions, on_ray: RayOptions, *, strict: bool = False,
+                 progress: Progress | None = None) -> RaySummary:
+    """Score every record of `source` (every input form reader.read_records reads) on the Ray cluster this
     process is connected to, or the one `RAY_ADDRESS` names, or a new local one; the output, resuming, strict
     and shard are those of a single-process run (score.run_scoring), byte for byte.
 
-    `actors` actors each load `model_path` (a path every node can read; None: each node's default-model cache)
-    and reserve `threads` CPUs, which is also llama.cpp's thread count.
+    `on_ray.actors` actors each load `model_path` (a path every node can read; None: each node's default-model
+    cache) as `scoring` and `run` say, and reserve `run.threads` CPUs (default 1), which is also llama.cpp's
+    thread count.
     """
-    if scorer not in TEMPLATES:
-        raise InputError(f"unknown scorer {scorer!r}; choose {' or '.join(TEMPLATES)}")
-    ray = _connect(verbose, actors, threads)
-    identity = _scoring_identity(ray, model_path, dict(scorer=scorer, ctx=ctx, pack=pack, too_long=too_long))
+    run = replace(run, threads=run.threads or DEFAULT_RAY_THREADS)
+    ray = _connect(run.verbose)
+    identity = _scoring_identity(ray, model_path, scoring)
     summary = RaySummary()
-    pool = _ActorPool(ray, _ScoreActor, actors, threads, summary.actors,
-                      dict(model_path=model_path, scorer=scorer, threads=threads, ctx=ctx, too_long=too_long,
-                           pack=pack, verbose=verbose))
+    pool = _ActorPool(ray, _ScoreActor, on_ray.actors, run.threads, summary.actors,
+                      dict(model_path=model_path, scoring=scoring, run=run))
 
     def step(records: Records) -> Iterator[Scored]:
-        for _, results in pool.map(_blocks(records, _block_rows(records.count, actors)), list):
+        for _, results in pool.map(_blocks(records, _block_rows(records.count, on_ray.actors)), list):
             yield from results
 
     try:
-        run_scoring(input_path, output, TEMPLATES[scorer], step, summary,
-                    lambda: replace(identity, ran=_ran(summary.actors)), resume=resume, strict=strict,
-                    progress=progress, split=split, config=config, shard=shard)
+        run_scoring(source, output, TEMPLATES[scoring.scorer], step, summary,
+                    lambda: replace(identity, ran=_ran(summary.actors)), strict=strict, progress=progress)
     finally:
         pool.close()
     return summary
 
 
-def _scoring_identity(ray, model_path: str | os.PathLike | None, settings: dict) -> Step:
+def _scoring_identity(ray, model_path: str | os.PathLike | None, scoring: ScorerOptions) -> Step:
     """What the output records of its model (the actors add what ran it), read from the file: here when this
     machine has it, else on a node of the cluster, where the actors will find it (`model_path` is a path every node
     can read; None: a node's default-model cache)."""
     if model_path is not None and os.path.isfile(model_path):
         from ..llama.scorer import file_step
 
-        return file_step(model_path, **settings)
-    failure, step = ray.get(ray.remote(num_cpus=0)(_node_scoring_identity).remote(model_path, settings))
+        return file_step(model_path, scoring)
+    failure, step = ray.get(ray.remote(num_cpus=0)(_node_scoring_identity).remote(model_path, scoring))
     if failure is not None:
         raise ModelError(failure[0], options=failure[1])
     return step
 
 
-def _node_scoring_identity(model_path: str | os.PathLike | None, settings: dict) -> tuple:
+def _node_scoring_identity(model_path: str | os.PathLike | None, scoring: ScorerOptions) -> tuple:
     from ..llama.scorer import file_step
     from .default_model import default_model
 
     try:
-        return None, file_step(model_path or default_model(settings["scorer"]), **settings)
+        return None, file_step(model_path or default_model(scoring.scorer), scoring)
     except LocalscoreError as e:  # as an actor reports it (see _Actor)
         return (f"on {socket.gethostname()}: {e.template}", e.options), None
 
@@ -384,14 +381,11 @@ class _Actor:
 class _ScoreActor(_Actor):
     """Blocks of records in, their Scored results out."""
 
-    def _load(self, model_path: str | os.PathLike | None, scorer: str, threads: int, ctx: int | None,
-              too_long: str, pack: int, verbose: bool) -> None:
+    def _load(self, model_path: str | os.PathLike | None, scoring: ScorerOptions, run: RunOptions) -> None:
         from ..llama.scorer import Scorer
         from .default_model import default_model
 
-        model = model_path or default_model(scorer)
-        self.scorer = Scorer.from_path(model, scorer, ctx=ctx, threads=threads, too_long=too_long, pack=pack,
-                                       verbose=verbose)
+        self.scorer = Scorer.from_path(model_path or default_model(scoring.scorer), scoring, run)
         self.ran = self.scorer.engine.setup()
 
     def _results(self, records: list[Record]) -> Iterator[tuple[Scored, int]]:
@@ -402,10 +396,10 @@ class _ScoreActor(_Actor):
 class _EmbedActor(_Actor):
     """Token id lists in, their embeddings out."""
 
-    def _load(self, model_path: str | os.PathLike, threads: int, verbose: bool) -> None:
+    def _load(self, model_path: str | os.PathLike, run: RunOptions) -> None:
         from ..llama.embedder import Embedder
 
-        self.embedder = Embedder.from_path(model_path, threads=threads, verbose=verbose)
+        self.embedder = Embedder.from_path(model_path, run)
         self.ran = self.embedder.setup()
 
     def _results(self, ids_lists: list[list[int]]) -> Iterator[tuple[np.ndarray, int]]:
@@ -453,16 +447,18 @@ def _filled(block: list[Job], vectors: list[np.ndarray]) -> list[Job]:
 
 
 @contextlib.contextmanager
-def ray_embed_step(model_path: str | os.PathLike, *, actors: int, threads: int, verbose: bool,
+def ray_embed_step(model_path: str | os.PathLike, run: RunOptions, on_ray: RayOptions, *,
                    block: int | None) -> Iterator[RayEmbedStep]:
-    """Embedding by `actors` Ray actors that each load `model_path` (a path every node can read) with `threads`
-    threads, on the cluster this process is connected to, or the one `RAY_ADDRESS` names, or a new local one."""
-    ray = _connect(verbose, actors, threads)
+    """Embedding by `on_ray.actors` Ray actors that each load `model_path` (a path every node can read) as `run`
+    says, with `run.threads` threads (default 1), on the cluster this process is connected to, or the one
+    `RAY_ADDRESS` names, or a new local one."""
+    run = replace(run, threads=run.threads or DEFAULT_RAY_THREADS)
+    ray = _connect(run.verbose)
     stats: dict[str, ActorStats] = {}
-    pool = _ActorPool(ray, _EmbedActor, actors, threads, stats,
-                      dict(model_path=os.fspath(model_path), threads=threads, verbose=verbose))
+    pool = _ActorPool(ray, _EmbedActor, on_ray.actors, run.threads, stats,
+                      dict(model_path=os.fspath(model_path), run=run))
     try:
-        yield RayEmbedStep(pool, stats, block, actors)
+        yield RayEmbedStep(pool, stats, block, on_ray.actors)
     finally:
         pool.close()
 
@@ -478,11 +474,9 @@ def _blocks(records: Records, rows: int) -> Iterator[list[Record]]:
         yield block
 
 
-def _connect(verbose: bool, actors: int, threads: int):
+def _connect(verbose: bool):
     """Ray, connected to a cluster (see score_on_ray)."""
     ray = require("ray", "ray", "running on Ray")
-    if actors < 1 or threads < 1:
-        raise InputError(f"actors and threads must be at least 1, got {actors} and {threads}")
     if not ray.is_initialized():
         ray.init(logging_level=logging.INFO if verbose else logging.ERROR, log_to_driver=verbose)
         if not verbose:

@@ -15,6 +15,7 @@ from typing import Union
 from ..errors import InputError
 from ..forms.records import array_records
 from ..llama.scorer import Scorer
+from ..options import RunOptions, ScorerOptions
 from .batch import score_records
 
 Rows = Union[Sequence[dict], Mapping[str, Sequence]]
@@ -22,11 +23,11 @@ Rows = Union[Sequence[dict], Mapping[str, Sequence]]
 _LOADED: dict[tuple, Scorer] = {}
 
 
-def loaded_scorer(path: str | os.PathLike, scorer: str, **options) -> Scorer:
-    """The scorer GGUF `path` loaded with `options` (Scorer.from_path's), once per process."""
-    key = (os.getpid(), os.fspath(path), scorer, *sorted(options.items()))
+def loaded_scorer(path: str | os.PathLike, options: ScorerOptions, run: RunOptions) -> Scorer:
+    """The scorer GGUF `path` loaded as `options` and `run` say, once per process."""
+    key = (os.getpid(), os.fspath(path), options, run)
     if key not in _LOADED:
-        _LOADED[key] = Scorer.from_path(path, scorer, **options)
+        _LOADED[key] = Scorer.from_path(path, options, run)
     return _LOADED[key]
 
 

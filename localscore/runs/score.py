@@ -8,10 +8,11 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 from ..deita.templates import Template
 from ..errors import InputError, LocalscoreError, OutputError
+from ..options import InputOptions, OutputOptions
 from ..forms.output import Writer, output_target, refuse_input_as_output
 from ..forms.provenance import Provenance, Step, read_provenance
 from ..forms.reader import read_records
@@ -67,43 +68,39 @@ class Interrupted(LocalscoreError):
 ScoreStep = Callable[[Records], Iterator[Scored]]
 
 
-def score_file(source: str | os.PathLike | BinaryIO, output: str | os.PathLike | None, scorer: Scorer, *,
-               resume: bool = False, strict: bool = False, progress: Progress | None = None, split: str = "train",
-               config: str | None = None, shard: str | None = None) -> Summary:
-    """Score every record of `source` into `output` (None: stdout; a `.parquet` name: Parquet). Bad records get
+def score_file(source: InputOptions, output: OutputOptions, scorer: Scorer, *, strict: bool = False,
+               progress: Progress | None = None) -> Summary:
+    """Score every record of `source` into `output` (path None: stdout; a `.parquet` name: Parquet; resumed, or
+    one shard "I/N" of the input, recorded with the output for `merge`: see shards.py). Bad records get
     `<scorer>_error` in their output and the run goes on; with `strict` the first one raises InputError instead.
-    `split` and `config` choose the part of a hub dataset or saved DatasetDict (see reader.read_records).
-    `shard` "I/N" scores the I-th of N round-robin slices, recording its slice with the output (see shards.py).
     `progress` is called with the records done, the input's records (where cheap to know) and the tokens."""
     return run_scoring(source, output, scorer.template, lambda records: score_records(scorer, records), Summary(),
-                       scorer.made, resume=resume, strict=strict, progress=progress, split=split, config=config,
-                       shard=shard)
+                       scorer.made, strict=strict, progress=progress)
 
 
-def run_scoring(source: str | os.PathLike | BinaryIO, output: str | os.PathLike | None, template: Template,
-                step: ScoreStep, summary: Summary, made: Callable[[], Step], *, resume: bool = False,
-                strict: bool = False, progress: Progress | None = None, split: str = "train",
-                config: str | None = None, shard: str | None = None) -> Summary:
+def run_scoring(source: InputOptions, output: OutputOptions, template: Template, step: ScoreStep, summary: Summary,
+                made: Callable[[], Step], *, strict: bool = False, progress: Progress | None = None) -> Summary:
     """A scoring run, whatever does the scoring: read `source`, skip what a resumed `output` holds (refusing one
     made by other work), score the rest with `step`, write each result in input order, count it into `summary`,
     finish the output with its provenance: `made()` (asked at the start and again at the end, when all that ran
     is known) after the steps that made `source`."""
+    target, input_path = output.path, source.source
     start = time.perf_counter()
-    slice_ = None if shard is None else Shard.parse(shard)
-    if slice_ is not None and (output is None or output_target(output).special):
+    slice_ = None if output.shard is None else Shard.parse(output.shard)
+    if slice_ is not None and (target is None or output_target(target).special):
         raise OutputError("{shard} needs an output file ({output}): each shard writes its own, merged afterwards",
                           options=["shard", "output"])
-    if output is not None:
-        refuse_input_as_output(source, output)
-    records = read_records(source, split=split, config=config)  # a bad input fails before any output
-    upstream = read_provenance(source)
+    if target is not None:
+        refuse_input_as_output(input_path, target)
+    records = read_records(input_path, split=source.split, config=source.config)  # a bad input fails before output
+    upstream = read_provenance(input_path)
     if slice_ is not None:
         records = ShardRecords(records, slice_)
-    with open_writer(output, resume=resume, schema=_output_schema(records, output, template)) as writer:
+    with open_writer(target, resume=output.resume, schema=_output_schema(records, target, template)) as writer:
         provenance = Provenance((made(),)).after(upstream)
         if writer.done:
             _check_made(writer, provenance)
-            _skip_resumed(records, writer, template, output)
+            _skip_resumed(records, writer, template, target)
             summary.resumed = writer.done
         writer.begin(provenance.joined(writer.resumed))
         report = progress or silent
@@ -118,10 +115,10 @@ def run_scoring(source: str | os.PathLike | BinaryIO, output: str | os.PathLike 
                 report(writer.done + summary.records, records.count, summary.tokens)
         except KeyboardInterrupt:
             summary.seconds = time.perf_counter() - start
-            if output is None:
+            if target is None:
                 raise Interrupted(f"interrupted after {summary.records + summary.resumed:,} records", summary) from None
             raise Interrupted(f"interrupted after {summary.records + summary.resumed:,} records; rerun with "
-                              f"{{resume}} to continue {output}", summary, options=["resume"]) from None
+                              f"{{resume}} to continue {target}", summary, options=["resume"]) from None
         shard_info = None if slice_ is None else records.slice_info()
         writer.finish(Provenance((made(),), shard_info).after(upstream).joined(writer.resumed))
     summary.seconds = time.perf_counter() - start

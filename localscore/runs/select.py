@@ -6,19 +6,20 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..deita.selection import EVOL_FIELD, SIMILARITY_FIELD, Selection, diversity_filter, evol_score, rank
 from ..deita.templates import COMPLEXITY, QUALITY
-from ..errors import InputError, check_range
+from ..errors import InputError
 from ..forms.embeddings_file import read_embeddings
 from ..forms.output import refuse_input_as_output
 from ..forms.provenance import Provenance, Step, read_provenance, scored_by
 from ..forms.reader import read_records
 from ..forms.records import Record
 from ..forms.writers import open_writer
+from ..options import InputOptions, RayOptions, RunOptions, SelectOptions
 from .embed import turns_of
 from .embedding_step import Embedding
 from .progress import Progress, silent
@@ -57,28 +58,22 @@ class SelectSummary:
                 *(actor.line(name) for name, actor in self.actors.items()), self.line()]
 
 
-def select_file(source: str | os.PathLike | BinaryIO, output: str | os.PathLike | None, *, budget: int,
-                threshold: float = 0.9, model: str | os.PathLike | None = None,
-                embeddings: str | os.PathLike | None = None, split: str = "train", config: str | None = None,
-                threads: int | None = None, n_gpu_layers: int | None = None, kernels: str = "auto",
-                ray: bool = False, actors: int = 1, verbose: bool = False,
-                cache_path: str | os.PathLike | None = None, progress: Progress | None = None) -> SelectSummary:
+def select_file(source: InputOptions, output: str | os.PathLike | None, choice: SelectOptions, run: RunOptions,
+                on_ray: RayOptions | None = None, *, cache_path: str | os.PathLike | None = None,
+                progress: Progress | None = None) -> SelectSummary:
     """Write the selected records of `source` to `output` (None: stdout), best first, each with its evol score
-    and its cosine similarity to the most similar record kept before it. Embeddings come from `embeddings`
-    (one row per input record, from `localscore embed`) or are computed with the embedder GGUF `model` only for
-    the records the walk examines: here, or with `ray` by `actors` Ray actors that embed the next candidates in
-    score order ahead of the walk (the picks are the same). `progress` is called with the embeddings computed or
-    reused, None and the tokens. `source` is any input reader.read_records reads (`split` and `config`
-    choose the part of a hub dataset or saved DatasetDict)."""
-    _check_options(model, embeddings, threshold)
+    and its cosine similarity to the most similar record kept before it. Embeddings come from `choice.embeddings`
+    (one row per input record, from `localscore embed`) or are computed with the embedder GGUF `choice.model`
+    (loaded as `run` says) only for the records the walk examines: here, or with `on_ray` by Ray actors that embed
+    the next candidates in score order ahead of the walk (the picks are the same). `progress` is called with the
+    embeddings computed or reused, None and the tokens. `source` is any input reader.read_records reads."""
     if output is not None:
-        refuse_input_as_output(source, output)
+        refuse_input_as_output(source.source, output)
     start = time.perf_counter()
-    records = list(read_records(source, split=split, config=config))
-    selection, scores, summary, steps = _select(records, budget, threshold, model, embeddings, threads,
-                                                n_gpu_layers, kernels, ray, actors, verbose, cache_path, progress)
-    summary.input_made = read_provenance(source)
-    made = Provenance((*steps, Step("select", None, {"budget": budget, "threshold": threshold}))).after(
+    records = list(read_records(source.source, split=source.split, config=source.config))
+    selection, scores, summary, steps = _select(records, choice, run, on_ray, cache_path, progress)
+    summary.input_made = read_provenance(source.source)
+    made = Provenance((*steps, Step("select", None, {"budget": choice.budget, "threshold": choice.threshold}))).after(
         summary.input_made)
     with open_writer(output) as writer:
         writer.begin(made)
@@ -90,30 +85,17 @@ def select_file(source: str | os.PathLike | BinaryIO, output: str | os.PathLike 
     return summary
 
 
-def select_records(records: list[Record], *, budget: int, threshold: float = 0.9,
-                   model: str | os.PathLike | None = None, embeddings: str | os.PathLike | None = None,
-                   threads: int | None = None, n_gpu_layers: int | None = None, kernels: str = "auto",
-                   ray: bool = False, actors: int = 1, verbose: bool = False,
-                   cache_path: str | os.PathLike | None = None,
+def select_records(records: list[Record], choice: SelectOptions, run: RunOptions, on_ray: RayOptions | None = None,
+                   *, cache_path: str | os.PathLike | None = None,
                    progress: Progress | None = None) -> tuple[Selection, np.ndarray, SelectSummary]:
     """select_file's selection of records held in memory (each with both scorers' fields): the selection, every
     record's evol score (NaN for an unscored one) and the summary."""
-    _check_options(model, embeddings, threshold)
-    selection, scores, summary, _ = _select(records, budget, threshold, model, embeddings, threads, n_gpu_layers,
-                                            kernels, ray, actors, verbose, cache_path, progress)
+    selection, scores, summary, _ = _select(records, choice, run, on_ray, cache_path, progress)
     return selection, scores, summary
 
 
-def _check_options(model: str | os.PathLike | None, embeddings: str | os.PathLike | None, threshold: float) -> None:
-    if (model is None) == (embeddings is None):
-        raise InputError("give the embedder ({model}) or precomputed embeddings ({embeddings}), one of the two",
-                         options=["model", "embeddings"])
-    check_range("threshold", threshold, 0, 1)
-
-
-def _select(records: list[Record], budget: int, threshold: float, model: str | os.PathLike | None,
-            embeddings: str | os.PathLike | None, threads: int | None, n_gpu_layers: int | None, kernels: str,
-            ray: bool, actors: int, verbose: bool, cache_path: str | os.PathLike | None,
+def _select(records: list[Record], choice: SelectOptions, run: RunOptions, on_ray: RayOptions | None,
+            cache_path: str | os.PathLike | None,
             progress: Progress | None) -> tuple[Selection, np.ndarray, SelectSummary, tuple[Step, ...]]:
     """The selection, every record's evol score, the summary and the steps that made the embeddings."""
     summary = SelectSummary()
@@ -123,16 +105,16 @@ def _select(records: list[Record], budget: int, threshold: float, model: str | o
     order = rank(scores)[:int(np.isfinite(scores).sum())]  # NaN (unscored) sort last and are left out
     summary.unscored = len(records) - len(order)
 
-    if embeddings is not None:
-        selection = diversity_filter(order, read_embeddings(embeddings, len(records)), budget, threshold)
-        embedded = read_provenance(embeddings)
+    budget, threshold = choice.budget, choice.threshold
+    if choice.embeddings is not None:
+        selection = diversity_filter(order, read_embeddings(choice.embeddings, len(records)), budget, threshold)
+        embedded = read_provenance(choice.embeddings)
         steps = () if embedded is None else embedded.steps
     else:
         from .embed import open_embedding
 
         # On Ray, blocks of one conversation: the actors run QUEUED_PER_ACTOR conversations each ahead of the walk.
-        with open_embedding(model, threads=threads, n_gpu_layers=n_gpu_layers, kernels=kernels, verbose=verbose,
-                            ray=ray, actors=actors, block=1) as embedding:
+        with open_embedding(choice.model, run, on_ray, block=1) as embedding:
             selection = _lazy_selection(records, order, embedding, budget, threshold, cache_path, progress, summary)
             steps = (embedding.made(),)
     summary.examined, summary.rejected = selection.examined, selection.rejected
