@@ -11,7 +11,7 @@ Two checkpoints, both converted with `convert.convert` to f32, f16, q8_0, q6_k, 
 
 The conversations get seeded random quality and complexity scores: the evol-score ranking is then the same for
 every type, so a change in the selection is the embedder's alone. Each type embeds in its own subprocess (peak
-RSS from wait4); the figures come from `localscore.runs.embedding_compare.compare_embedders` (what `localscore compare
+RSS from wait4); the figures come from `localscore.runs.compare.embedders.compare_embedders` (what `localscore compare
 --embedder` prints), f32 as A.
 
     .venv/bin/python benchmarks/embed_quant.py [--conversations 16] [--trained-conversations 500]
@@ -160,7 +160,7 @@ def main() -> None:
                   f"({load()})", file=sys.stderr, flush=True)
         results[name] = {"data": str(data), "speed": speed, "load_after": os.getloadavg(), "figures": {}}
     from localscore.options import CompareOptions, RunOptions
-    from localscore.runs.embedding_compare import compare_embedders  # after the runs: it loads llama.cpp
+    from localscore.runs.compare.embedders import compare_embedders  # after the runs: it loads llama.cpp
 
     for name, result in results.items():
         data, speed = result["data"], result["speed"]

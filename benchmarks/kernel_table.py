@@ -57,7 +57,7 @@ def fidelity_on_shape(scores: dict[str, list[float]]) -> dict[str, dict]:
     """Each type's scores of the speed runs against f32's, as `localscore compare` figures them."""
     import numpy as np  # here: the speed runs' parent stays small (a child's peak RSS starts from it)
 
-    from localscore.runs.agreement import agreement
+    from localscore.runs.compare.score_agreement import agreement
 
     reference = np.array(scores[REFERENCE])
     return {quant: agreement(reference, np.array(s)).to_dict() for quant, s in scores.items() if quant != REFERENCE}

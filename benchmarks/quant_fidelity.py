@@ -21,8 +21,8 @@ import gguf
 from benchmarks.trained_scorer import SHAPE, build
 from convert import QUANT_TYPES, convert
 from convert.quantize import quantize
-from localscore.runs.compare import compare
-from localscore.runs.comparison import Comparison
+from localscore.runs.compare.scorers import compare
+from localscore.runs.compare.scorer_report import Comparison
 from localscore.runs.score import score_file
 from localscore.llama.scorer import Scorer
 from localscore.options import CompareOptions, InputOptions, OutputOptions, RunOptions

@@ -96,7 +96,7 @@ def test_the_command_options_are_the_function_parameters(command):
 
 
 def test_importing_localscore_loads_neither_llama_cpp_nor_click():
-    code = ("import sys, localscore; import localscore.runs.compare; "
+    code = ("import sys, localscore; import localscore.runs.compare.scorers; "
             "print(sorted(m for m in ('llama_cpp', 'click', 'pyarrow') if m in sys.modules), "
             "callable(localscore.compare))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

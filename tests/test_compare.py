@@ -13,9 +13,9 @@ import scipy.stats
 from click.testing import CliRunner
 
 from localscore import Scorer
-from localscore.runs.agreement import BUDGETS, agreement, kendall_tau_b, ranks, top_overlap
+from localscore.runs.compare.score_agreement import BUDGETS, agreement, kendall_tau_b, ranks, top_overlap
 from localscore.cli import cli
-from localscore.runs.compare import compare, sample_positions
+from localscore.runs.compare.scorers import compare, sample_positions
 from localscore.errors import InputError, LocalscoreError
 from localscore.options import CompareOptions, RunOptions
 

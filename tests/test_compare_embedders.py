@@ -14,8 +14,8 @@ from scipy.spatial.distance import cdist
 
 from localscore.cli import cli
 from localscore.llama.embedder import Embedder
-from localscore.runs.embedding_agreement import NEAR, pair_indices, pair_shift
-from localscore.runs.embedding_compare import compare_embedders
+from localscore.runs.compare.embedding_agreement import NEAR, pair_indices, pair_shift
+from localscore.runs.compare.embedders import compare_embedders
 from localscore.errors import InputError
 from localscore.options import CompareOptions, RunOptions
 from tests.conftest import sharegpt_conversations, sharegpt_turns as turns

@@ -37,7 +37,7 @@ _ALLOWED = {
     ("localscore/forms/parquet_output.py", "self._pq.write_table(table, buffer)"): "an in-memory buffer, then write_file",
     ("localscore/forms/parquet_output.py", "pq.ParquetWriter(sink, schema)"): "into a durable.Sink, committed after",
     ("localscore/forms/parquet_output.py", "writer.write_table(table.slice(0, rows)"): "the ParquetWriter on the Sink",
-    ("localscore/runs/plot.py", 'figure.savefig(png, format="png")'): "an in-memory PNG, then write_file",
+    ("localscore/runs/compare/plot.py", 'figure.savefig(png, format="png")'): "an in-memory PNG, then write_file",
     # convert/: gguf-py and llama.cpp's quantizer write GGUF files from a path; they write OUT.partial, which
     # durable.publish_written fsyncs and renames.
     ("convert/pipeline.py", "writer = gguf.GGUFWriter(path, ARCH_NAME)"): "OUT.partial, published by durable",

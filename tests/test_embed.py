@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from localscore.cli import cli
 from localscore.llama.embedder import Embedder
 from localscore.runs.embedding_cache import CachedEmbeddings, EmbeddingCache
-from localscore.runs.embedding_step import Embedding, LocalStep
+from localscore.runs.embed_step import Embedding, LocalStep
 from localscore.options import RunOptions
 from tests.conftest import sharegpt_conversations
 from tests.conftest import sharegpt_turns as turns

@@ -112,14 +112,15 @@ def test_kv_cache_follows_the_data_and_scores_stay_bit_identical(gguf_file, some
 
 
 def test_two_engines_keep_their_own_log(gguf_file, some_pairs, capfd):
-    with llama_model.Model(gguf_file("f32"), verbose=True) as loud:
+    with llama_model.Model(gguf_file("f32"), RunOptions(verbose=True)) as loud:
         assert "llama_model_loader" in capfd.readouterr().err
         loud_lines = list(loud.log._lines)
         with llama_model.Model(gguf_file("q8_0")) as quiet:
             assert capfd.readouterr().err == ""  # the loud model's verbosity is its own
             assert any("model buffer size" in line for line in quiet.log._lines)
         assert list(loud.log._lines) == loud_lines  # and it heard nothing of the other's loading
-    with Scorer.from_path(gguf_file("f32"), run=RunOptions(verbose=True)) as loud, Scorer.from_path(gguf_file("q8_0")) as quiet:
+    with Scorer.from_path(gguf_file("f32"), run=RunOptions(verbose=True)) as loud, \
+            Scorer.from_path(gguf_file("q8_0")) as quiet:
         capfd.readouterr()
         quiet.score(*some_pairs[0])
         assert capfd.readouterr().err == ""

@@ -162,4 +162,4 @@ def test_n_gpu_layers_on_a_cpu_build_says_so(gguf_file):
                                 input='{"instruction": "a", "output": "b"}\n')
     assert result.exit_code == 1
     assert result.stderr == ("Error: this llama-cpp-python is built for the CPU only, so --n-gpu-layers has nothing to "
-                             "offload to: reinstall it with a GPU backend (README, \"GPUs\") or drop --n-gpu-layers\n")
+                             "offload to: reinstall it with a GPU backend (docs/gpu.md) or drop --n-gpu-layers\n")

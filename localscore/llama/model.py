@@ -124,7 +124,7 @@ def _offload_devices(n_gpu_layers: int | None) -> tuple[Device, ...]:
                          "check the GPU's driver (for Vulkan, `vulkaninfo` lists the devices it sees), or drop "
                          "{n_gpu_layers} to run on the CPU", options=["n_gpu_layers"])
     raise ModelError("this llama-cpp-python is built for the CPU only, so {n_gpu_layers} has nothing to offload "
-                     "to: reinstall it with a GPU backend (README, \"GPUs\") or drop {n_gpu_layers}",
+                     "to: reinstall it with a GPU backend (docs/gpu.md) or drop {n_gpu_layers}",
                      options=["n_gpu_layers"])
 
 

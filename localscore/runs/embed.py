@@ -1,5 +1,5 @@
 """Embed a whole file: one row per input record, in input order, into a `.npy` file, computed in this process or by
-Ray actors (embedding_step); computed vectors go to the embedding cache too, so rerunning an interrupted run only
+Ray actors (embed_step); computed vectors go to the embedding cache too, so rerunning an interrupted run only
 computes what is missing. A shard ("I/N") embeds one round-robin slice for `merge`, as scoring does."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from ..forms.reader import read_records
 from ..forms.records import Record, without_leading_answer
 from ..options import InputOptions, OutputOptions, RayOptions, RunOptions
 from .embedding_cache import CachedEmbeddings, EmbeddingCache
-from .embedding_step import Embedding, LocalStep
+from .embed_step import Embedding, LocalStep
 from .progress import Progress, silent
 from .shards import Shard, ShardRecords
 

@@ -15,7 +15,7 @@ from ..errors import LocalscoreError, OutputError
 from ..forms.durable import database_write_error
 from ..forms.embeddings_file import RUN_AGAIN
 from .default_model import cache_dir
-from .embedding_step import Embedding, Job
+from .embed_step import Embedding, Job
 
 # Commits are batched: one fsync per this many new vectors (a killed run loses at most these).
 _COMMIT_EVERY = 64

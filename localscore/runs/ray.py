@@ -1,5 +1,5 @@
 """Runs on a Ray cluster: scoring (the same run as one process: reader, resumable writer in input order, summary,
-strict check, shards: score.run_scoring) and embedding (embedding_step.EmbedStep: `embed`, and `select`'s lazy
+strict check, shards: score.run_scoring) and embedding (embed_step.EmbedStep: `embed`, and `select`'s lazy
 walk), with the work done by a pool of Ray actors that each hold one loaded model. The driver reads the input and
 hands the actors blocks of work, a bounded number at a time, so memory stays bounded whatever the input's size and
 form, and writes every result itself, in input order."""
@@ -28,8 +28,8 @@ from ..extras import require
 from ..forms.provenance import Step, distinct
 from ..options import DEFAULT_RAY_THREADS, InputOptions, OutputOptions, RayOptions, RunOptions, ScorerOptions
 from ..forms.records import Record, Records
-from .batch import Scored, score_records
-from .embedding_step import Job
+from .score_step import Scored, score_records
+from .embed_step import Job
 from .progress import Progress
 from .score import Summary, run_scoring
 
@@ -408,7 +408,7 @@ class _EmbedActor(_Actor):
 
 
 class RayEmbedStep:
-    """The embedding step (embedding_step.EmbedStep) on Ray actors: blocks of jobs go to the actors, the vectors
+    """The embedding step (embed_step.EmbedStep) on Ray actors: blocks of jobs go to the actors, the vectors
     come back in job order, and only jobs without a vector are sent."""
 
     def __init__(self, pool: _ActorPool, actors: dict[str, ActorStats], block: int | None, size: int):

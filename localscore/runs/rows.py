@@ -1,6 +1,6 @@
 """Score records held in memory: a list of objects (read as a JSON array file is read), or a batch of columns (a dict
 of equal-length lists, as `datasets.Dataset.map(..., batched=True)` and `DataFrame.to_dict("list")` hold rows). The
-results are the output objects a file run writes, through the same scoring step (batch.py).
+results are the output objects a file run writes, through the same scoring step (score_step.py).
 
 A loaded scorer is kept for the next call in the same process (a `map` calls once per batch): one load per process
 and set of options. A forked worker process loads its own rather than use its parent's, whose llama.cpp state
@@ -16,7 +16,7 @@ from ..errors import InputError
 from ..forms.records import array_records
 from ..llama.scorer import Scorer
 from ..options import RunOptions, ScorerOptions
-from .batch import score_records
+from .score_step import score_records
 
 Rows = Union[Sequence[dict], Mapping[str, Sequence]]
 

@@ -19,7 +19,7 @@ from ..forms.reader import read_records
 from ..forms.records import Records
 from ..forms.writers import open_writer
 from ..llama.scorer import Scorer
-from .batch import Scored, score_records
+from .score_step import Scored, score_records
 from .progress import Progress, silent
 from .shards import Shard, ShardRecords
 

@@ -21,7 +21,7 @@ from ..forms.records import Record
 from ..forms.writers import open_writer
 from ..options import InputOptions, RayOptions, RunOptions, SelectOptions
 from .embed import turns_of
-from .embedding_step import Embedding
+from .embed_step import Embedding
 from .progress import Progress, silent
 
 if TYPE_CHECKING:

@@ -16,16 +16,16 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from ..deita.templates import TEMPLATES, Template
-from ..errors import InputError, OutputError
-from ..forms.durable import write_file
-from ..forms.provenance import read_provenance, scored_by
-from ..forms.reader import read_records
-from ..forms.records import Record
-from ..options import CompareOptions, RunOptions, ScorerOptions
-from .agreement import agreement
-from .comparison import Comparison, Excluded
-from .progress import Progress, silent
+from ...deita.templates import TEMPLATES, Template
+from ...errors import InputError, OutputError
+from ...forms.durable import write_file
+from ...forms.provenance import read_provenance, scored_by
+from ...forms.reader import read_records
+from ...forms.records import Record
+from ...options import CompareOptions, RunOptions, ScorerOptions
+from .score_agreement import agreement
+from .scorer_report import Comparison, Excluded
+from ..progress import Progress, silent
 
 GGUF_MAGIC = b"GGUF"
 NPY_MAGIC = b"\x93NUMPY"
@@ -125,8 +125,8 @@ def _starts_with(path: str | os.PathLike, magic: bytes) -> bool:
 
 def _model_scores(path: str | os.PathLike, label: str, chosen: Sequence[Record], template: Template,
                   run: RunOptions, progress: Progress | None) -> list[list[float] | str]:
-    from ..llama.scorer import Scorer  # loads llama.cpp, which comparing two scored files does not need
-    from .batch import score_records
+    from ...llama.scorer import Scorer  # loads llama.cpp, which comparing two scored files does not need
+    from ..score_step import score_records
 
     out: list[list[float] | str] = []
     report, tokens = progress or silent, 0

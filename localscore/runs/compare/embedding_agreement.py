@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..deita.selection import diversity_filter, rank
+from ...deita.selection import diversity_filter, rank
 
 # Percentiles of the per-record cosine that the summary reports: the low tail is where selections change.
 PERCENTILES = (1, 5, 50)

@@ -16,18 +16,18 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from ..errors import InputError
-from ..forms.durable import write_file
-from ..forms.embeddings_file import read_embeddings
-from ..forms.reader import read_records
-from ..forms.records import Record
-from ..options import CompareOptions, RunOptions
-from .compare import Excluded, is_gguf, is_npy, sample_positions
-from .embed import turns_of
+from ...errors import InputError
+from ...forms.durable import write_file
+from ...forms.embeddings_file import read_embeddings
+from ...forms.reader import read_records
+from ...forms.records import Record
+from ...options import CompareOptions, RunOptions
+from .scorers import Excluded, is_gguf, is_npy, sample_positions
+from ..embed import turns_of
 from .embedding_agreement import (NEAR, PairShift, SelectionChange, VectorAgreement, pair_shift, selection_change,
                                   vector_agreement)
-from .progress import Progress, silent
-from .select import record_evol_score
+from ..progress import Progress, silent
+from ..select import record_evol_score
 
 # A budget left unset selects this share of the compared records.
 DEFAULT_BUDGET_SHARE = 0.2
@@ -171,9 +171,9 @@ def _kind(path: str | os.PathLike, label: str) -> str:
 
 def _model_vectors(path: str | os.PathLike, chosen: Sequence[Record], run: RunOptions,
                    cache_path: str | os.PathLike | None, progress: Progress | None) -> np.ndarray:
-    from ..llama.embedder import Embedder  # loads llama.cpp, which comparing two .npy files does not need
-    from .embedding_cache import CachedEmbeddings, EmbeddingCache
-    from .embedding_step import Embedding, LocalStep
+    from ...llama.embedder import Embedder  # loads llama.cpp, which comparing two .npy files does not need
+    from ..embedding_cache import CachedEmbeddings, EmbeddingCache
+    from ..embed_step import Embedding, LocalStep
 
     report = progress or silent
     with Embedder.from_path(path, run) as embedder, \

@@ -6,9 +6,9 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-from ..extras import require
-from ..forms.durable import write_file
-from .comparison import Comparison
+from ...extras import require
+from ...forms.durable import write_file
+from .scorer_report import Comparison
 
 
 def require_matplotlib() -> None:

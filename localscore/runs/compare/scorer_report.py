@@ -1,5 +1,5 @@
 """What a comparison of two scorers found: the figures per turn and per record, the excluded records, and how they
-are shown (the summary table, JSON). compare.py computes it; plot.py draws it."""
+are shown (the summary table, JSON). scorers.py computes it; plot.py draws it."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .agreement import Agreement
+from .score_agreement import Agreement
 
 # How many exclusion reasons the summary table lists; the JSON has them all.
 SHOWN_EXCLUSIONS = 5
