@@ -1,4 +1,4 @@
-"""The README's air-gapped install, run as written: the wheelhouse built by its command, installed by its command
+"""The air-gapped install of docs/offline.md, run as written: the wheelhouse built by its command, installed by its command
 into a fresh virtual environment, then a conversion and a scoring run, all inside a network namespace with nothing
 but its loopback, down (`unshare -n`), so that whatever reaches for the network fails the test."""
 
@@ -15,15 +15,16 @@ import pytest
 
 ROOT = Path(__file__).parent.parent
 EXAMPLE = ROOT / "examples" / "alpaca.jsonl"
+DOC = ROOT / "docs" / "offline.md"
 # What a wheel of localscore is built from (pyproject.toml's packages, and the readme its metadata names).
 SOURCES = ("pyproject.toml", "README.md", "localscore", "convert")
 
 
-def readme_block(marker: str) -> str:
-    """The shell block that follows `<!-- marker -->` in README.md."""
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
+def doc_block(marker: str) -> str:
+    """The shell block that follows `<!-- marker -->` in docs/offline.md."""
+    text = DOC.read_text(encoding="utf-8")
     after = text.split(f"<!-- {marker} -->\n", 1)
-    assert len(after) == 2, f"README.md has no '<!-- {marker} -->'"
+    assert len(after) == 2, f"docs/offline.md has no '<!-- {marker} -->'"
     fence, body = after[1].split("\n", 1)
     assert fence.startswith("```"), f"no code block after '<!-- {marker} -->'"
     return body.split("```", 1)[0]
@@ -44,7 +45,7 @@ def offline_shell(folder: Path, venv: Path, script: str) -> subprocess.Completed
 
 @pytest.fixture(scope="module")
 def wheelhouse(tmp_path_factory) -> Path:
-    """wheels/ as the README's build command makes it, in a copy of the sources (a connected machine)."""
+    """wheels/ as the documented build command makes it, in a copy of the sources (a connected machine)."""
     if sys.platform != "linux" or os.geteuid() != 0 or shutil.which("unshare") is None:
         pytest.skip("a network namespace needs Linux, root and unshare")
     clone = tmp_path_factory.mktemp("clone")
@@ -53,13 +54,13 @@ def wheelhouse(tmp_path_factory) -> Path:
         copy(ROOT / name, clone / name)
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     env.pop("PYTHONPATH", None)
-    built = subprocess.run(["bash", "-euo", "pipefail", "-c", readme_block("offline: build the wheelhouse")],
+    built = subprocess.run(["bash", "-euo", "pipefail", "-c", doc_block("offline: build the wheelhouse")],
                            cwd=clone, env=env, capture_output=True, text=True, timeout=600)
     assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
     return clone / "wheels"
 
 
-def test_the_readme_wheelhouse_installs_converts_and_scores_with_no_network(tmp_path, wheelhouse, tiny_checkpoint):
+def test_the_documented_wheelhouse_installs_converts_and_scores_with_no_network(tmp_path, wheelhouse, tiny_checkpoint):
     machine = tmp_path / "airgapped"  # what was carried over: the wheels, a checkpoint, some data
     shutil.copytree(wheelhouse, machine / "wheels")
     shutil.copytree(tiny_checkpoint, machine / "checkpoint")
@@ -70,7 +71,7 @@ def test_the_readme_wheelhouse_installs_converts_and_scores_with_no_network(tmp_
     script = "\n".join([
         # The namespace holds nothing but its loopback, which is down.
         """python -c 'import socket, sys; sys.exit(socket.if_nameindex() != [(1, "lo")])'""",
-        readme_block("offline: install from the wheelhouse"),
+        doc_block("offline: install from the wheelhouse"),
         "localscore convert checkpoint -o model.gguf --quant q8_0",
         "localscore score data.jsonl -m model.gguf -o scored.jsonl",
     ])
