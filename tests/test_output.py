@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 from localscore.errors import InputError, OutputError
 from localscore.forms.writers import open_writer
 from localscore.forms.reader import read_records
-from localscore.forms.records import Record, result
+from localscore.forms.records import Record
+from localscore.forms.results import result
 from localscore.deita.templates import COMPLEXITY, QUALITY
 
 DATA = Path(__file__).parent / "data"

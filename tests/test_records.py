@@ -14,7 +14,9 @@ from hypothesis import strategies as st
 
 from localscore.errors import InputError
 from localscore.forms.reader import read_records
-from localscore.forms.records import MAX_FIELD_CHARS, Record, Turn, result
+from localscore.forms.records import Record
+from localscore.forms.results import result
+from localscore.forms.turns import MAX_FIELD_CHARS, Turn
 from localscore.deita.templates import COMPLEXITY, QUALITY
 
 DATA = Path(__file__).parent / "data"

@@ -15,7 +15,8 @@ from pathlib import Path
 from ..deita.templates import Template
 from ..errors import InputError, OutputError
 from .provenance import Provenance
-from .records import Record, result
+from .records import Record
+from .results import result
 
 
 @dataclass(frozen=True)

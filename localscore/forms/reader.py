@@ -12,7 +12,8 @@ from typing import BinaryIO
 
 from ..errors import InputError
 from ..options import DEFAULT_SPLIT
-from .records import Records, read_json
+from .json_input import read_json
+from .records import Records
 from .tables import HUB_PREFIX, PARQUET_MAGIC, SAVED_MARKERS, hub_records, parquet_records, saved_records
 
 Source = str | os.PathLike | BinaryIO

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import Union
 
 from ..errors import InputError
-from ..forms.records import array_records
+from ..forms.json_input import array_records
 from ..llama.scorer import Scorer
 from ..options import RunOptions, ScorerOptions
 from .score_step import score_records

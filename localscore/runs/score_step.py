@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from typing import Iterable, Iterator
 
 from ..deita.prompts import Prompt, PromptTooLong
-from ..forms.records import Record, result
+from ..forms.records import Record
+from ..forms.results import result
 from ..llama.scorer import Scorer
 
 # Records whose prompts are built and tokenized ahead of the decode loop, so the loop only decodes.
