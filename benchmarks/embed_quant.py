@@ -2,7 +2,7 @@
 selection, against the f32 GGUF of the same checkpoint, on real conversations (FastChat's dummy conversations,
 which hold many real near-duplicates).
 
-Two checkpoints, both converted with `convert.convert` to f32, f16, q8_0, q6_k, q5_k_m and q4_k_m:
+Two checkpoints, both converted with `localscore.convert.convert` to f32, f16, q8_0, q6_k, q5_k_m and q4_k_m:
 - wide: Llama-shaped at the 7B width (hidden 4096, ff 11008, 32 heads, the real vocabulary) with 4 layers, so
   per-layer cost equals a 7B's; seeded random weights as in tests/checkpoints.py (random weights exaggerate
   quantization damage);
@@ -61,7 +61,7 @@ def work_trained(work: str) -> dict:
 
 
 def work_convert(folder: str, out: str, quant: str) -> dict:
-    from convert import convert
+    from localscore.convert import convert
 
     partial = Path(out).with_suffix(".partial.gguf")
     convert(folder, partial, quant)

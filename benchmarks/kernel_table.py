@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 
 from bench import WORK, machine, run, worker
-from convert import QUANT_TYPES
+from localscore.convert import QUANT_TYPES
 
 # q4_0 is not a --quant type; llama.cpp repacks it differently (localscore/llama/kernels.py), so it can be asked for.
 TYPES = (*QUANT_TYPES, "q4_0")

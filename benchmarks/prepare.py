@@ -39,9 +39,9 @@ def checkpoint(work: Path, shape: str = "bench") -> Path:
 def gguf(work: Path, folder: Path, quant: str) -> Path:
     """Float types as `localscore convert` writes them; quantized types from the bf16 file with the converter's
     own quantize step (so the float file is written once for all of them)."""
-    from convert import convert
-    from convert.pipeline import FLOAT_TYPES
-    from convert.quantize import quantize
+    from localscore.convert import convert
+    from localscore.convert.pipeline import FLOAT_TYPES
+    from localscore.convert.quantize import quantize
 
     out = work / f"{folder.name}.{quant}.gguf"
     if not out.is_file():

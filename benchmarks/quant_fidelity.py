@@ -19,8 +19,8 @@ from pathlib import Path
 import gguf
 
 from benchmarks.trained_scorer import SHAPE, build
-from convert import QUANT_TYPES, convert
-from convert.quantize import quantize
+from localscore.convert import QUANT_TYPES, convert
+from localscore.convert.quantize import quantize
 from localscore.runs.compare.scorers import compare
 from localscore.runs.compare.scorer_report import Comparison
 from localscore.runs.score import score_file

@@ -179,7 +179,7 @@ def convert(source: str, **options) -> None:
 
     Example: localscore convert hkust-nlp/deita-quality-scorer -o deita-quality.q4_k_m.gguf
     """
-    from convert import convert as convert_checkpoint
+    from .convert import convert as convert_checkpoint
 
     convert_checkpoint(source, **_given(options), log=_log)
 

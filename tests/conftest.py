@@ -90,7 +90,7 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def gguf_file(tmp_path_factory, tiny_checkpoint):
     """gguf_file(quant) -> Path: the tiny checkpoint converted once per session per quant type."""
-    from convert import convert
+    from localscore.convert import convert
 
     folder = tmp_path_factory.mktemp("gguf")
     made: dict[str, Path] = {}
@@ -139,7 +139,7 @@ def embedder_checkpoint(tmp_path_factory, tiny_checkpoint) -> Path:
 @pytest.fixture(scope="session")
 def embedder_gguf(tmp_path_factory, embedder_checkpoint) -> Path:
     """The tiny Mistral-shaped embedder as an F32 GGUF (exact: f32 KV cache, no flash attention)."""
-    from convert import convert
+    from localscore.convert import convert
 
     return convert(embedder_checkpoint, tmp_path_factory.mktemp("embedder-gguf") / "mistral-tiny.f32.gguf", "f32")
 

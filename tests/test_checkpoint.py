@@ -18,10 +18,10 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from convert.checkpoint import list_tensors
-from convert.safetensors_file import list_tensors as list_safetensors
-from convert.tensor import DType, to_float32
-from convert.torch_file import list_tensors as list_bin
+from localscore.convert.checkpoint import list_tensors
+from localscore.convert.safetensors_file import list_tensors as list_safetensors
+from localscore.convert.tensor import DType, to_float32
+from localscore.convert.torch_file import list_tensors as list_bin
 from localscore.errors import ConversionError
 from tests.checkpoints import TINY, write_checkpoint
 
@@ -255,7 +255,7 @@ def test_conversion_never_imports_torch(tiny_checkpoint, tmp_path):
     code = (
         "import sys\n"
         "sys.modules['torch'] = None  # any `import torch` now raises ImportError\n"
-        "from convert import convert\n"
+        "from localscore.convert import convert\n"
         f"convert({str(tiny_checkpoint)!r}, {str(tmp_path / 'm.gguf')!r}, 'f16')\n"
         "assert sys.modules['torch'] is None\n"
         "assert not [m for m in sys.modules if m.startswith(('torch.', 'transformers', 'safetensors'))]\n"

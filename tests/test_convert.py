@@ -20,14 +20,14 @@ import sentencepiece
 import torch
 from click.testing import CliRunner
 
-from convert import QUANT_TYPES, convert, gguf_file
-from convert.checkpoint import list_tensors
-from convert.llama import LlamaParams, plan_tensors, rotary_row_order
-from convert.pipeline import FLOAT_TYPES
-from convert.quantize import FTYPES, quantize
-from convert.source import check_output
-from convert.tensor import DType
 from localscore.cli import cli
+from localscore.convert import QUANT_TYPES, convert, gguf_file
+from localscore.convert.checkpoint import list_tensors
+from localscore.convert.llama import LlamaParams, plan_tensors, rotary_row_order
+from localscore.convert.pipeline import FLOAT_TYPES
+from localscore.convert.quantize import FTYPES, quantize
+from localscore.convert.source import check_output
+from localscore.convert.tensor import DType
 from localscore.errors import ConversionError
 from tests.checkpoints import TINY, TOKENIZER_MODEL, Shape, config, populate_hub_cache, write_checkpoint
 from tests.gguf_reading import field, tensors
@@ -526,8 +526,8 @@ def peak_rss_code(source: Path, output: Path) -> str:
     ru_maxrss: Linux carries that over exec from the forked parent, here pytest holding the big checkpoint."""
     return (
         "import json, re, sys\n"
-        "import convert.pipeline  # every module a conversion uses, imported before the baseline\n"
-        "from convert import convert\n"
+        "import localscore.convert.pipeline  # every module a conversion uses, imported before the baseline\n"
+        "from localscore.convert import convert\n"
         "def peak():\n"
         "    return int(re.search(r'VmHWM:\\s+(\\d+) kB', open('/proc/self/status').read()).group(1)) * 1024\n"
         "before = peak()\n"

@@ -14,7 +14,7 @@ STARTER = textwrap.dedent("""
     import sys, time
     from pathlib import Path
 
-    import convert
+    import localscore.convert as convert
     from localscore.runs.default_model import default_model
 
     calls, shared_log = sys.argv[1:]

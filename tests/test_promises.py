@@ -23,7 +23,6 @@ import pytest
 import scipy.stats
 from click.testing import CliRunner
 
-from convert import QUANT_TYPES
 from localscore import Scorer
 from localscore.cli import cli
 from localscore.options import InputOptions, OutputOptions, RunOptions, SelectOptions

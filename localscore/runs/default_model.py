@@ -31,7 +31,7 @@ def default_model(scorer: str, log: Callable[[str], None] | None = None) -> Path
     if path.is_file():  # a conversion renames its finished file into place, so a file there is whole
         return path
     try:
-        from convert import convert
+        from ..convert import convert
     except ImportError:
         raise ModelError(f"no model given ({{model}}) and {path} is not cached; give a scorer GGUF as {{model}}, or "
                          "install the converter (pip install 'localscore[convert]') to make it on first use",

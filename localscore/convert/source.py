@@ -13,8 +13,8 @@ from pathlib import Path
 from huggingface_hub import snapshot_download
 from huggingface_hub.utils import HfHubHTTPError, HFValidationError, LocalEntryNotFoundError, RepositoryNotFoundError
 
-from convert.checkpoint import weight_files
-from localscore.errors import ConversionError
+from ..errors import ConversionError
+from .checkpoint import weight_files
 
 REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 # Only what a conversion reads is downloaded: never training state, and never both weight formats.

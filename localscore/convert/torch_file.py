@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from convert.tensor import DType, TensorRef
-from localscore.errors import ConversionError
+from ..errors import ConversionError
+from .tensor import DType, TensorRef
 
 STORAGES = {"DoubleStorage": DType.F64, "FloatStorage": DType.F32, "HalfStorage": DType.F16,
             "BFloat16Storage": DType.BF16, "LongStorage": DType.I64, "IntStorage": DType.I32,

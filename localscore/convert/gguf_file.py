@@ -14,8 +14,8 @@ from typing import Callable, Sequence
 import gguf
 import numpy as np
 
-from convert.tensor import DType, to_float32
-from localscore.errors import ConversionError
+from ..errors import ConversionError
+from .tensor import DType, to_float32
 
 Q = gguf.GGMLQuantizationType
 # How each type a float GGUF holds is laid out in numpy (bf16 as its raw bits).

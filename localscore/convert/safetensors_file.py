@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from convert.tensor import DType, TensorRef
-from localscore.errors import ConversionError
+from ..errors import ConversionError
+from .tensor import DType, TensorRef
 
 # A header is JSON describing tensors; anything bigger than this is not a safetensors file.
 MAX_HEADER_BYTES = 100 * 1024 * 1024

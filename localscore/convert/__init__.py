@@ -1,6 +1,6 @@
 """Convert a Hugging Face Llama checkpoint (the Deita scorers) into a GGUF file, quantized by llama.cpp.
 
-    from convert import convert
+    from localscore.convert import convert
     convert("hkust-nlp/deita-quality-scorer", "deita-quality-q4_k_m.gguf", "q4_k_m", log=print)
 
 is what `localscore convert hkust-nlp/deita-quality-scorer -o deita-quality-q4_k_m.gguf` runs.
@@ -12,8 +12,8 @@ import os
 from pathlib import Path
 from typing import Callable
 
-from localscore.errors import ConversionError
-from localscore.options import DEFAULT_QUANT, QUANT_TYPES
+from ..errors import ConversionError
+from ..options import DEFAULT_QUANT, QUANT_TYPES
 # Provided by the `convert` extra; the rest of a conversion's imports are localscore's own dependencies.
 EXTRA_MODULES = ("gguf", "sentencepiece")
 
@@ -27,7 +27,7 @@ def convert(source: str | os.PathLike, output: str | os.PathLike, quant: str = D
         raise ConversionError(f"unknown quantization {quant!r}; choose one of {', '.join(QUANT_TYPES)}")
     # Imported here: importing this package, as the CLI does, costs nothing.
     try:
-        from convert import pipeline
+        from . import pipeline
     except ImportError as error:
         if error.name not in EXTRA_MODULES:
             raise

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import gguf
 import numpy as np
 
-from convert.tensor import TensorRef
-from localscore.errors import ConversionError
+from ..errors import ConversionError
+from .tensor import TensorRef
 
 ARCHITECTURES = ("LlamaForCausalLM", "MistralForCausalLM")
 ARCH = gguf.MODEL_ARCH.LLAMA

@@ -12,15 +12,15 @@ from typing import Callable
 import gguf
 import numpy as np
 
-from convert import gguf_file, source
-from convert.checkpoint import list_tensors
-from convert.gguf_file import OutTensor
-from convert.llama import ARCH_NAME, LlamaParams, PlannedTensor, plan_tensors, rotary_row_order
-from convert.quantize import quantize
-from convert.tensor import DType
-from convert.vocab import Vocab, load_vocab
-from localscore.forms.durable import publish_written
-from localscore.errors import ConversionError
+from ..errors import ConversionError
+from ..forms.durable import publish_written
+from . import gguf_file, source
+from .checkpoint import list_tensors
+from .gguf_file import OutTensor
+from .llama import ARCH_NAME, LlamaParams, PlannedTensor, plan_tensors, rotary_row_order
+from .quantize import quantize
+from .tensor import DType
+from .vocab import Vocab, load_vocab
 
 Q = gguf.GGMLQuantizationType
 # Float outputs: the type of 2-D weights (1-D norms stay F32, as llama.cpp expects) and the file type.

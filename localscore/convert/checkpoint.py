@@ -11,9 +11,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from convert import safetensors_file, torch_file
-from convert.tensor import TensorRef
-from localscore.errors import ConversionError
+from ..errors import ConversionError
+from . import safetensors_file, torch_file
+from .tensor import TensorRef
 
 # Single-file names and their sharded index; safetensors first: it is the safer and faster format.
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
