@@ -17,7 +17,7 @@ ROOT = Path(__file__).parent.parent
 EXAMPLE = ROOT / "examples" / "alpaca.jsonl"
 DOC = ROOT / "docs" / "offline.md"
 # What a wheel of localscore is built from (pyproject.toml's packages, and the readme its metadata names).
-SOURCES = ("pyproject.toml", "README.md", "localscore")
+SOURCES = ("pyproject.toml", "README.md", "localscore", "convert")
 
 
 def doc_block(marker: str) -> str:
