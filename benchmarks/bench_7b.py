@@ -35,7 +35,7 @@ def build_checkpoint(folder: Path, seed: int = 0) -> None:
     """Write the 7B checkpoint shard by shard, so that at most one shard (~4.5 GB of bf16) is in memory."""
     import torch
 
-    from tests.checkpoints import Shape, config, tensor_plan, write_tokenizer_files
+    from tests.support.checkpoints import Shape, config, tensor_plan, write_tokenizer_files
 
     # Llama-7B, as the Deita scorers are: 32 layers of 4096, MHA, ff 11008, the Llama vocabulary + <pad>.
     shape = Shape(hidden=4096, layers=32, heads=32, kv_heads=32, intermediate=11008)

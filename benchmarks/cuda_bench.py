@@ -82,7 +82,7 @@ def reference_worker(checkpoint: str, pairs: str, batch: int, device: str, warmu
     import torch
     from transformers import LlamaForCausalLM
 
-    from tests.reference import SCORE_TOKEN_IDS, deita_prompt
+    from tests.support.reference import SCORE_TOKEN_IDS, deita_prompt
 
     sp = sentencepiece.SentencePieceProcessor(model_file=str(Path(checkpoint) / "tokenizer.model"))
     ids = [[sp.bos_id(), *sp.encode(deita_prompt("quality", r["instruction"], r["output"]))] for r in _records(pairs)]

@@ -4,7 +4,7 @@ which hold many real near-duplicates).
 
 Two checkpoints, both converted with `localscore.convert.convert` to f32, f16, q8_0, q6_k, q5_k_m and q4_k_m:
 - wide: Llama-shaped at the 7B width (hidden 4096, ff 11008, 32 heads, the real vocabulary) with 4 layers, so
-  per-layer cost equals a 7B's; seeded random weights as in tests/checkpoints.py (random weights exaggerate
+  per-layer cost equals a 7B's; seeded random weights as in tests/support/checkpoints.py (random weights exaggerate
   quantization damage);
 - trained: the small trained scorer of trained_scorer.py (hidden 256, 4 layers), used as an embedder: realistic
   weights, for the fidelity figures (its speed says nothing about a 7B's).
@@ -46,7 +46,7 @@ def me(*args: str) -> list[str]:
 # -- workers (each in its own process) ------------------------------------------------------------------------
 
 def work_wide(folder: str) -> dict:
-    from tests.checkpoints import Shape, write_checkpoint
+    from tests.support.checkpoints import Shape, write_checkpoint
 
     shape = Shape(hidden=4096, layers=4, heads=32, kv_heads=32, intermediate=11008)
     write_checkpoint(Path(folder), shape, fmt="safetensors", shards=1)

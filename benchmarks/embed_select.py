@@ -36,7 +36,7 @@ def me(*args: str) -> list[str]:
 # -- workers (each in its own process) ------------------------------------------------------------------------
 
 def _conversations(n: int) -> list[list[tuple[str, str]]]:
-    from tests.conftest import sharegpt_conversations, sharegpt_turns
+    from tests.support.data import sharegpt_conversations, sharegpt_turns
 
     records = sharegpt_conversations()
     # A third each of 1-, 2- and 3-turn conversations, as the file holds them.

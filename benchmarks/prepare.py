@@ -15,8 +15,8 @@ import json
 import shutil
 from pathlib import Path
 
-from tests.checkpoints import BENCH, TINY, Shape, write_checkpoint
-from tests.conftest import alpaca_pairs
+from tests.support.checkpoints import BENCH, TINY, Shape, write_checkpoint
+from tests.support.data import alpaca_pairs
 
 SHAPES = {"tiny": TINY, "bench": BENCH,
           "7b-width": Shape(hidden=4096, layers=4, heads=32, kv_heads=32, intermediate=11008)}

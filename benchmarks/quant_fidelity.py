@@ -26,7 +26,7 @@ from localscore.runs.compare.scorer_report import Comparison
 from localscore.runs.score import score_file
 from localscore.llama.scorer import Scorer
 from localscore.options import CompareOptions, InputOptions, OutputOptions, RunOptions
-from tests.checkpoints import write_checkpoint
+from tests.support.checkpoints import write_checkpoint
 
 WORK = Path(__file__).resolve().parent / "work" / "fidelity"
 

@@ -1,4 +1,4 @@
-"""The reference method (tests/reference.py: transformers + torch fp32, one sample at a time) over the pairs
+"""The reference method (tests/support/reference.py: transformers + torch fp32, one sample at a time) over the pairs
 file. Run with the repository root on PYTHONPATH.
 
     python benchmarks/reference_loop.py CHECKPOINT PAIRS.jsonl [--warmup 2] [--threads N]
@@ -13,7 +13,7 @@ import json
 import time
 
 from localscore.deita.templates import QUALITY
-from tests.reference import ReferenceScorer
+from tests.support.reference import ReferenceScorer
 
 
 def main() -> None:

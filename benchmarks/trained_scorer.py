@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from localscore.deita.templates import QUALITY
-from tests.checkpoints import SCORE_TOKEN_IDS, TOKENIZER_MODEL, Shape, config, write_checkpoint
-from tests.conftest import DATA, alpaca_pairs
+from tests.support.checkpoints import SCORE_TOKEN_IDS, TOKENIZER_MODEL, Shape, config, write_checkpoint
+from tests.support.data import DATA, alpaca_pairs
 
 SHAPE = Shape(hidden=256, layers=4, heads=4, kv_heads=4, intermediate=768)
 CHECKPOINT = "deita-trained"

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.checkpoints import TINY, write_checkpoint
+from tests.support.checkpoints import TINY, write_checkpoint
+from tests.support.data import alpaca_pairs
 
-DATA = Path(__file__).parent / "data"
 # What huggingface_hub and datasets read from the environment once, on import.
 HUB_VARIABLES = ("HF_HUB_OFFLINE", "HF_HUB_CACHE", "HF_DATASETS_CACHE", "HF_HOME")
 _HF_FOLDER = pytest.StashKey[tuple]()  # the session's Hugging Face folder, and the variables as they were
@@ -62,20 +62,6 @@ def pytest_runtest_makereport(item, call):
         report.longrepr = f"skipped, and CI must run every test: {reason}"
 
 
-def alpaca_pairs() -> list[tuple[str, str]]:
-    """(instruction, output) pairs from self-instruct's user-oriented tasks, input joined as Alpaca does."""
-    pairs = []
-    with open(DATA / "self_instruct_user_oriented.jsonl", encoding="utf-8") as f:
-        for line in f:
-            task = json.loads(line)
-            instance = task["instances"][0]
-            instruction = task["instruction"]
-            if instance["input"]:
-                instruction += "\n" + instance["input"]
-            pairs.append((instruction, instance["output"]))
-    return pairs
-
-
 @pytest.fixture(scope="session")
 def pairs() -> list[tuple[str, str]]:
     return alpaca_pairs()
@@ -110,17 +96,6 @@ def q8_scorer(gguf_file):
 
     with Scorer.from_path(gguf_file("q8_0")) as scorer:
         yield scorer
-
-
-def sharegpt_conversations() -> list[dict]:
-    """FastChat's dummy conversations: ShareGPT records of 1 to 3 human/gpt turns."""
-    return json.loads((DATA / "fastchat_dummy_conversation.json").read_text(encoding="utf-8"))
-
-
-def sharegpt_turns(record: dict) -> list[tuple[str, str]]:
-    """(human, gpt) pairs of a ShareGPT record that alternates from the human side."""
-    c = record["conversations"]
-    return [(c[i]["value"], c[i + 1]["value"]) for i in range(0, len(c), 2)]
 
 
 @pytest.fixture(scope="session")

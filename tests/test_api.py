@@ -132,7 +132,7 @@ def test_shards_and_merge_write_the_command_output(tmp_path, source, model):
 
 
 def test_embed_and_select_write_the_command_output(tmp_path, monkeypatch, embedder_gguf):
-    from tests.conftest import sharegpt_conversations
+    from tests.support.data import sharegpt_conversations
     from tests.test_select import scored
 
     monkeypatch.setenv("LOCALSCORE_CACHE", str(tmp_path / "cache"))

@@ -23,7 +23,7 @@ from localscore.convert.safetensors_file import list_tensors as list_safetensors
 from localscore.convert.tensor import DType, to_float32
 from localscore.convert.torch_file import list_tensors as list_bin
 from localscore.errors import ConversionError
-from tests.checkpoints import TINY, write_checkpoint
+from tests.support.checkpoints import TINY, write_checkpoint
 
 REPO = Path(__file__).parent.parent
 

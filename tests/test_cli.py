@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from localscore import Scorer
 from localscore.cli import cli
 from localscore.options import ScorerOptions
-from tests.checkpoints import populate_hub_cache
+from tests.support.checkpoints import populate_hub_cache
 
 DATA = Path(__file__).parent / "data"
 

@@ -141,7 +141,8 @@ def test_identical_model_agrees_perfectly(gguf_file, data_file):
 
 def test_two_quantizations_match_a_direct_computation(gguf_file, data_file, records, tmp_path):
     a_model, b_model = gguf_file("f16"), gguf_file("q8_0")
-    result = compare(a_model, b_model, data_file, CompareOptions(sample=30, seed=7, json_path=tmp_path / "c.json"), RunOptions())
+    result = compare(a_model, b_model, data_file, CompareOptions(sample=30, seed=7, json_path=tmp_path / "c.json"),
+                     RunOptions())
     chosen = [records[i] for i in sample_positions(len(records), 30, seed=7)]
     a_scores, b_scores = turn_scores(a_model, chosen), turn_scores(b_model, chosen)
     flat = lambda scores: np.array([s for record in scores for s in record])  # noqa: E731

@@ -12,7 +12,7 @@ import scipy.stats
 from click.testing import CliRunner
 
 from localscore.cli import cli
-from tests.conftest import sharegpt_conversations
+from tests.support.data import sharegpt_conversations
 
 TOP = {"5%": 0.05, "10%": 0.10, "25%": 0.25}
 

@@ -18,7 +18,7 @@ from localscore.runs.compare.embedding_agreement import NEAR, pair_indices, pair
 from localscore.runs.compare.embedders import compare_embedders
 from localscore.errors import InputError
 from localscore.options import CompareOptions, RunOptions
-from tests.conftest import sharegpt_conversations, sharegpt_turns as turns
+from tests.support.data import sharegpt_conversations, sharegpt_turns as turns
 
 N = 60
 

@@ -29,8 +29,8 @@ from localscore.convert.quantize import FTYPES, quantize
 from localscore.convert.source import check_output
 from localscore.convert.tensor import DType
 from localscore.errors import ConversionError
-from tests.checkpoints import TINY, TOKENIZER_MODEL, Shape, config, populate_hub_cache, write_checkpoint
-from tests.gguf_reading import field, tensors
+from tests.support.checkpoints import TINY, TOKENIZER_MODEL, Shape, config, populate_hub_cache, write_checkpoint
+from tests.support.gguf_reading import field, tensors
 
 REPO = Path(__file__).parent.parent
 DATA = Path(__file__).parent / "data"

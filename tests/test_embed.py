@@ -16,8 +16,8 @@ from localscore.llama.embedder import Embedder
 from localscore.runs.embedding_cache import CachedEmbeddings, EmbeddingCache
 from localscore.runs.embed_step import Embedding, LocalStep
 from localscore.options import RunOptions
-from tests.conftest import sharegpt_conversations
-from tests.conftest import sharegpt_turns as turns
+from tests.support.data import sharegpt_conversations
+from tests.support.data import sharegpt_turns as turns
 
 # FastChat's vicuna_v1.1 (Deita vendors it in selection/embedder/conversation.py): ADD_COLON_TWO, sep " ", sep2 "</s>".
 VICUNA_SYSTEM = ("A chat between a curious user and an artificial intelligence assistant. "

@@ -21,7 +21,7 @@ from click.testing import CliRunner
 from localscore import api
 from localscore.cli import cli
 from localscore.forms.provenance import read_provenance
-from tests.conftest import sharegpt_conversations
+from tests.support.data import sharegpt_conversations
 from tests.test_promises import cached_vectors, localscore, stop_when, write_jsonl
 from tests.test_ray import run_feeding
 from tests.test_select import deita_filter, scored

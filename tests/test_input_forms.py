@@ -4,7 +4,6 @@ Parquet files, a datasets save_to_disk folder and a hub dataset from an offline 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -26,7 +25,7 @@ def forms(tmp_path_factory, hub_cache) -> dict[str, tuple[str, str | None]]:
     """name -> (INPUT, what stdin holds or None)."""
     import datasets
 
-    from tests.conftest import sharegpt_conversations
+    from tests.support.data import sharegpt_conversations
 
     records = scored(sharegpt_conversations()[:N_RECORDS], seed=3)
     folder = tmp_path_factory.mktemp("forms")

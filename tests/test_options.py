@@ -109,7 +109,8 @@ def test_the_choices_are_what_the_code_takes():
 def test_the_groups_refuse_bad_values_in_one_line():
     cases = [
         (lambda: ScorerOptions("fluency"), InputError, "unknown scorer 'fluency'; choose quality or complexity"),
-        (lambda: ScorerOptions(too_long="drop"), InputError, "unknown too-long policy 'drop'; choose truncate or error"),
+        (lambda: ScorerOptions(too_long="drop"), InputError,
+         "unknown too-long policy 'drop'; choose truncate or error"),
         (lambda: ScorerOptions(pack=0), UsageError, "'pack' must be between 1 and 64, got 0"),
         (lambda: RunOptions(threads=0), UsageError, "'threads' must be at least 1, got 0"),
         (lambda: RayOptions(0), UsageError, "'actors' must be at least 1, got 0"),

@@ -18,7 +18,7 @@ import pytest
 
 from localscore import Scorer
 from localscore.options import ScorerOptions
-from tests.reference import DEITA_TEMPLATES, ReferenceScorer, deita_prompt
+from tests.support.reference import DEITA_TEMPLATES, ReferenceScorer, deita_prompt
 
 N_PAIRS = 40
 TOLERANCES = {  # quant: (max |delta|, mean |delta|)

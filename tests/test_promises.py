@@ -25,9 +25,9 @@ from click.testing import CliRunner
 
 from localscore import Scorer
 from localscore.cli import cli
-from localscore.options import InputOptions, OutputOptions, RunOptions, SelectOptions
-from tests.conftest import sharegpt_conversations
-from tests.gguf_reading import field
+from localscore.options import QUANT_TYPES, InputOptions, OutputOptions, RunOptions, SelectOptions
+from tests.support.data import sharegpt_conversations
+from tests.support.gguf_reading import field
 from tests.test_select import scored
 
 ROOT = Path(__file__).parent.parent
@@ -252,7 +252,8 @@ def test_a_killed_shard_resumes_and_merges_into_the_single_run(tmp_path, gguf_fi
     source = write_jsonl(tmp_path / "in.jsonl", records)
     single = tmp_path / "single.jsonl"
     outputs = [tmp_path / f"shard-{i}.jsonl" for i in range(3)]
-    with Scorer.from_path(model, run=RunOptions(threads=1)) as scorer:  # one thread: no spinning threads on a busy machine
+    with Scorer.from_path(model,
+                          run=RunOptions(threads=1)) as scorer:  # one thread: no spinning threads on a busy machine
         score_file(InputOptions(source), OutputOptions(single), scorer)
         for i in (0, 2):
             score_file(InputOptions(source), OutputOptions(outputs[i], shard=f"{i}/3"), scorer)
@@ -349,7 +350,8 @@ def test_select_api_refuses_a_threshold_outside_0_to_1(tmp_path):
     np.save(tmp_path / "emb.npy", np.ones((1, 4), dtype=np.float32))
     for threshold in (-0.1, 1.5, float("nan")):
         with pytest.raises(InputError, match=rf"^'threshold' must be between 0 and 1, got {threshold}$"):
-            select_file(InputOptions(tmp_path / "in.jsonl"), None, SelectOptions(budget=1, threshold=threshold, embeddings=tmp_path / "emb.npy"), RunOptions())
+            select_file(InputOptions(tmp_path / "in.jsonl"), None,
+                        SelectOptions(budget=1, threshold=threshold, embeddings=tmp_path / "emb.npy"), RunOptions())
 
 
 def test_ctrl_c_in_select_keeps_the_embeddings_computed(tmp_path, embedder_gguf, conversations):

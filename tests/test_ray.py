@@ -23,7 +23,7 @@ from localscore.cli import cli
 from localscore.errors import InputError
 from localscore.runs.score import score_file
 from localscore.options import InputOptions, OutputOptions, RayOptions, RunOptions, ScorerOptions
-from tests.ray_actors import PoisonedActor, StillbornActor
+from tests.support.ray_actors import PoisonedActor, StillbornActor
 from tests.test_formats import write_hub_cache
 
 DATA = Path(__file__).parent / "data"
@@ -125,7 +125,8 @@ def test_parquet_input_and_strict(ray_cluster, jsonl, records, model, single, tm
     src = tmp_path / "in.parquet"
     pq.write_table(pa.Table.from_pylist(records), src)
     with pytest.raises(InputError) as error:
-        score_on_ray(InputOptions(src), OutputOptions(tmp_path / "out.parquet"), model, ScorerOptions(), RunOptions(threads=1), RayOptions(2), strict=True)
+        score_on_ray(InputOptions(src), OutputOptions(tmp_path / "out.parquet"), model, ScorerOptions(),
+                     RunOptions(threads=1), RayOptions(2), strict=True)
     with Scorer.from_path(model, run=RunOptions(threads=1)) as scorer, pytest.raises(InputError) as expected:
         score_file(InputOptions(jsonl), OutputOptions(tmp_path / "single.jsonl"), scorer, strict=True)
     assert str(error.value) == str(expected.value) == (
@@ -138,7 +139,8 @@ def test_a_model_an_actor_cannot_load_is_one_line(ray_cluster, jsonl, tmp_path):
     from localscore.runs.ray import score_on_ray
 
     with pytest.raises(ModelError, match=r"^on [^:]+: model file .*nope\.gguf does not exist; "):
-        score_on_ray(InputOptions(jsonl), OutputOptions(tmp_path / "out.parquet"), tmp_path / "nope.gguf", ScorerOptions(), RunOptions(threads=1), RayOptions(1))
+        score_on_ray(InputOptions(jsonl), OutputOptions(tmp_path / "out.parquet"), tmp_path / "nope.gguf",
+                     ScorerOptions(), RunOptions(threads=1), RayOptions(1))
 
 
 def test_a_malformed_json_line_is_a_per_record_error_as_without_ray(ray_cluster, model, tmp_path):
@@ -147,7 +149,8 @@ def test_a_malformed_json_line_is_a_per_record_error_as_without_ray(ray_cluster,
     src = tmp_path / "broken.jsonl"
     src.write_text('{"instruction": "a", "output": "b"}\n{"instruction": \n{"instruction": "c", "output": "d"}\n',
                    encoding="utf-8")
-    score_on_ray(InputOptions(src), OutputOptions(tmp_path / "ray.jsonl"), model, ScorerOptions(), RunOptions(), RayOptions(2))
+    score_on_ray(InputOptions(src), OutputOptions(tmp_path / "ray.jsonl"), model, ScorerOptions(), RunOptions(),
+                 RayOptions(2))
     with Scorer.from_path(model, run=RunOptions(threads=1)) as scorer:
         score_file(InputOptions(src), OutputOptions(tmp_path / "single.jsonl"), scorer)
     assert (tmp_path / "ray.jsonl").read_bytes() == (tmp_path / "single.jsonl").read_bytes()
@@ -333,7 +336,8 @@ def test_actors_that_die_while_starting_end_the_run_in_one_line(ray_cluster, jso
 
     monkeypatch.setattr(on_ray, "_ScoreActor", StillbornActor)
     with pytest.raises(ModelError) as error:
-        on_ray.score_on_ray(InputOptions(jsonl), OutputOptions(tmp_path / "out.jsonl"), model, ScorerOptions(), RunOptions(), RayOptions(1))
+        on_ray.score_on_ray(InputOptions(jsonl), OutputOptions(tmp_path / "out.jsonl"), model, ScorerOptions(),
+                            RunOptions(), RayOptions(1))
     assert str(error.value) == ("3 Ray actors died while starting, loading the model (out of memory on their nodes?); "
                                 "give each actor a node with room for the model, or fewer actors per node")
 
@@ -343,5 +347,6 @@ def test_missing_ray_names_the_extra(monkeypatch, jsonl, tmp_path):
 
     monkeypatch.setitem(sys.modules, "ray", None)
     with pytest.raises(LocalscoreError) as error:
-        score_on_ray(InputOptions(jsonl), OutputOptions(tmp_path / "out.parquet"), None, ScorerOptions(), RunOptions(), RayOptions())
+        score_on_ray(InputOptions(jsonl), OutputOptions(tmp_path / "out.parquet"), None, ScorerOptions(), RunOptions(),
+                     RayOptions())
     assert str(error.value) == "running on Ray needs the ray extra: pip install 'localscore[ray]'"

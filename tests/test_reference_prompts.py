@@ -1,5 +1,5 @@
 """localscore's prompts are Deita's, token for token: golden ids from Deita's own tokenizer path (transformers'
-slow, legacy Llama tokenizer; see tests/reference.py), for real prompts with braces, curly quotes and runs of
+slow, legacy Llama tokenizer; see tests/support/reference.py), for real prompts with braces, curly quotes and runs of
 spaces, whose `" \\n "` / `"  \\n"` whitespace the templates carry."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import pytest
 
 from localscore import Scorer
 from localscore.options import ScorerOptions
-from tests.reference import DEITA_PROMPT_IDS, deita_prompt
+from tests.support.reference import DEITA_PROMPT_IDS, deita_prompt
 
 TOKENIZER = Path(__file__).parent / "fixtures" / "llama-spm" / "tokenizer.model"
 

@@ -34,7 +34,7 @@ def model(gguf_file) -> Path:
 
 @pytest.fixture(scope="module")
 def records(pairs) -> list:
-    from tests.conftest import sharegpt_conversations
+    from tests.support.data import sharegpt_conversations
 
     alpaca = [{"id": i, "instruction": a, "output": b} for i, (a, b) in enumerate(pairs[:4])]
     bad = [{"id": "empty", "instruction": "Say hi.", "output": ""}, {"id": "shape"}, "not an object"]

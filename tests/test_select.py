@@ -18,7 +18,7 @@ from localscore.errors import InputError
 from localscore.runs.select import select_file
 from localscore.deita.selection import diversity_filter, evol_scores, select
 from localscore.options import InputOptions, RunOptions, SelectOptions
-from tests.conftest import sharegpt_conversations, sharegpt_turns as turns
+from tests.support.data import sharegpt_conversations, sharegpt_turns as turns
 
 
 def deita_final_scores(records: list[dict]) -> np.ndarray:
@@ -149,8 +149,11 @@ def test_lazy_selection_embeds_only_what_the_walk_reaches(tmp_path, embedder_ggu
     eager_file = tmp_path / "emb.npy"
     np.save(eager_file, pool_embeddings)
     for budget, threshold in [(10, 0.97), (25, 0.99)]:
-        eager = select_file(InputOptions(source), tmp_path / "eager.jsonl", SelectOptions(budget=budget, threshold=threshold, embeddings=eager_file), RunOptions())
-        lazy = select_file(InputOptions(source), tmp_path / "lazy.jsonl", SelectOptions(budget=budget, threshold=threshold, model=embedder_gguf), RunOptions(threads=1), cache_path=tmp_path / f"cache-{budget}.sqlite")
+        eager = select_file(InputOptions(source), tmp_path / "eager.jsonl",
+                            SelectOptions(budget=budget, threshold=threshold, embeddings=eager_file), RunOptions())
+        lazy = select_file(InputOptions(source), tmp_path / "lazy.jsonl",
+                           SelectOptions(budget=budget, threshold=threshold, model=embedder_gguf), RunOptions(threads=1),
+                           cache_path=tmp_path / f"cache-{budget}.sqlite")
         lazy_out, eager_out = (read_jsonl(tmp_path / f"{name}.jsonl") for name in ("lazy", "eager"))
         expected, examined = deita_filter(pool, pool_embeddings, budget, threshold)
         assert [r["id"] for r in eager_out] == [pool[i]["id"] for i in expected] and eager.examined == examined
@@ -161,7 +164,9 @@ def test_lazy_selection_embeds_only_what_the_walk_reaches(tmp_path, embedder_ggu
         # Only the records the walk examined were embedded: fewer than the pool (Deita embeds all 100).
         assert lazy.computed == lazy.examined == eager.examined < len(pool)
         print(f"budget {budget}, threshold {threshold}: {lazy.computed} of {len(pool)} records embedded")
-    again = select_file(InputOptions(source), tmp_path / "again.jsonl", SelectOptions(budget=25, threshold=0.97, model=embedder_gguf), RunOptions(threads=1), cache_path=tmp_path / "cache-25.sqlite")
+    again = select_file(InputOptions(source), tmp_path / "again.jsonl",
+                        SelectOptions(budget=25, threshold=0.97, model=embedder_gguf), RunOptions(threads=1),
+                        cache_path=tmp_path / "cache-25.sqlite")
     assert again.reused > 0 and again.computed == again.examined - again.reused
 
 
@@ -252,7 +257,8 @@ def test_select_counts_records_skipped_for_their_embedding(tmp_path, embedder_gg
     spoiled = np.array(pool_embeddings[:30], dtype=np.float32)
     spoiled[best] = np.nan  # what `embed` writes for a record it cannot embed
     np.save(tmp_path / "emb.npy", spoiled)
-    summary = select_file(InputOptions(source), tmp_path / "out.jsonl", SelectOptions(budget=30, threshold=1.0, embeddings=tmp_path / "emb.npy"), RunOptions())
+    summary = select_file(InputOptions(source), tmp_path / "out.jsonl",
+                          SelectOptions(budget=30, threshold=1.0, embeddings=tmp_path / "emb.npy"), RunOptions())
     assert summary.unusable == {"NaN embedding": 1} and summary.selected == 29
     assert pool[best]["id"] not in [r["id"] for r in read_jsonl(tmp_path / "out.jsonl")]
     assert re.fullmatch(r"29 selected from 30 records \(1 with NaN embeddings skipped\) in [\d.]+ s: 29 examined, "
@@ -262,6 +268,8 @@ def test_select_counts_records_skipped_for_their_embedding(tmp_path, embedder_gg
     broken = {"conversations": [{"from": "human", "value": "Hi"}], "quality_scores": [6.0],
               "complexity_scores": [6.0], "id": "unanswered"}
     source = write_jsonl(tmp_path / "lazy.jsonl", [broken, *records[:5]])
-    lazy = select_file(InputOptions(source), tmp_path / "lazy-out.jsonl", SelectOptions(budget=6, threshold=1.0, model=embedder_gguf), RunOptions(threads=1), cache_path=tmp_path / "cache.sqlite")
+    lazy = select_file(InputOptions(source), tmp_path / "lazy-out.jsonl",
+                       SelectOptions(budget=6, threshold=1.0, model=embedder_gguf), RunOptions(threads=1),
+                       cache_path=tmp_path / "cache.sqlite")
     assert lazy.unusable == {"NaN embedding": 1} and lazy.selected == 5
     assert "unanswered" not in [r["id"] for r in read_jsonl(tmp_path / "lazy-out.jsonl")]

@@ -19,7 +19,7 @@ from click.testing import CliRunner
 
 from localscore import Scorer
 from localscore.cli import cli
-from tests.reference import ReferenceScorer, deita_prompt
+from tests.support.reference import ReferenceScorer, deita_prompt
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV = Path(os.environ.get("LOCALSCORE_VULKAN_VENV", ROOT / ".venv-vulkan"))
@@ -130,7 +130,7 @@ def test_pack_1_is_the_same_across_runs_and_record_orders(vulkan_python, gguf_fi
 
 def test_embeddings_match_the_cpu_embedder(vulkan_python, embedder_gguf, tmp_path):
     from localscore.llama.embedder import Embedder
-    from tests.conftest import sharegpt_conversations, sharegpt_turns
+    from tests.support.data import sharegpt_conversations, sharegpt_turns
 
     conversations = sharegpt_conversations()[:2]
     source = tmp_path / "conversations.json"

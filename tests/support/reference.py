@@ -30,9 +30,9 @@ DEITA_TEMPLATES = {
 # transformers 4.57.6 in a throwaway venv (`pip install "transformers<5" sentencepiece`) by
 #   LlamaTokenizer(vocab_file="tests/fixtures/llama-spm/tokenizer.model", legacy=True).encode(
 #       DEITA_TEMPLATES[template].format(instruction=instruction, output=output))
-# with (instruction, output) from tests.conftest.alpaca_pairs(), and stored as data.
+# with (instruction, output) from tests.support.data.alpaca_pairs(), and stored as data.
 DEITA_PROMPT_IDS: list[dict] = json.loads(
-    (Path(__file__).parent / "data" / "deita_prompt_ids.json").read_text(encoding="utf-8"))["prompts"]
+    (Path(__file__).parent.parent / "data" / "deita_prompt_ids.json").read_text(encoding="utf-8"))["prompts"]
 
 
 def deita_prompt(template: str, instruction: str, output: str = "") -> str:

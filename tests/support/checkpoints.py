@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).parent.parent / "fixtures"
 TOKENIZER_MODEL = FIXTURES / "llama-spm" / "tokenizer.model"
 SCORE_TOKEN_IDS = (29896, 29906, 29941, 29946, 29945, 29953)
 
