@@ -80,7 +80,7 @@ def commands() -> list[list[str]]:
         runs += [["embed", "-q", "-t", THREADS, both, "-m", emb, "--shard", f"{i}/2", "-o", s]
                  for i, s in enumerate(shards)]
         runs.append(["merge", *shards, "-o", f"out/{name}.emb.merged.npy"])
-        select = ["select", "-q", "-t", THREADS, both, "--budget", "6"]
+        select = ["select", "-q", "-t", THREADS, both, "--budget", "6", "--threshold", "0.8"]  # 0.9 rejects none here
         runs += [select + ["--embeddings", f"out/{name}.emb.npy", "-o", f"out/{name}.selected.jsonl"],
                  select + ["-m", emb, "-o", f"out/{name}.selected-lazy.jsonl"]]
         runs += [["compare", "-t", THREADS, f32, q4, data, "--json", f"out/{name}.compare.json"],
