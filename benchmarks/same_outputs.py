@@ -28,10 +28,10 @@ THREADS = "2"
 
 
 def build(work: Path) -> None:
-    """The inputs, once. Runs in a child with this checkout on PYTHONPATH: the only place that imports the tests'
-    builders (change these imports if they move)."""
-    from convert import convert
-    from tests.checkpoints import TINY, write_checkpoint
+    """The inputs, once. Runs in a child with this checkout on PYTHONPATH (and localscore installed from it, for
+    localscore.convert): the only place that imports the tests' builders."""
+    from localscore.convert import convert
+    from tests.support.checkpoints import TINY, write_checkpoint
 
     models, data = work / "models", work / "data"
     models.mkdir(parents=True, exist_ok=True)
