@@ -9,7 +9,7 @@ scorer's layers (hidden 4096, ff 11008, 32 heads, the real vocabulary), 4 of its
 layer costs. The reference methods run in one subprocess, localscore in another (llama.cpp's CUDA context and
 torch's never share a process); each method times every pair after --warmup untimed ones. Scores are compared
 with the reference in fp32, one sample at a time, on the same device: max and mean |delta| and Spearman's rho.
-`--device cpu` runs the same steps on the CPU (tests/test_cuda_bench.py runs the workers so, on the tiny shape).
+`--device cpu` runs the same steps on the CPU (tests/gpu/test_cuda_bench.py runs the workers so, on the tiny shape).
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@
     python scripts/api_reference.py --write    # write docs/api.md
 
 It walks `localscore.__all__`: each function with its signature and docstring, each class with its docstring and
-its public methods (those localscore defines, inherited ones included). tests/test_docs.py fails when docs/api.md
+its public methods (those localscore defines, inherited ones included). tests/project/test_docs.py fails when docs/api.md
 differs from what this renders."""
 
 from __future__ import annotations

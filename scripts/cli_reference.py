@@ -4,7 +4,7 @@
     python scripts/cli_reference.py --write    # write docs/cli.md
 
 Only click's public objects are read (commands, their help, their parameters' `to_info_dict()`), never how
-localscore/cli.py builds them, so the reference follows the CLI whatever generates its options. tests/test_docs.py
+localscore/cli.py builds them, so the reference follows the CLI whatever generates its options. tests/project/test_docs.py
 fails when docs/cli.md differs from what this renders."""
 
 from __future__ import annotations

@@ -19,9 +19,9 @@ from click.testing import CliRunner
 from localscore.cli import cli
 from localscore.errors import OutputError
 from localscore.forms.writers import open_writer
-from tests.test_writing_results import partial, result_of, sample_records, score
+from tests.outputs.test_writing_results import partial, result_of, sample_records, score
 
-ROOT = Path(__file__).parent.parent
+ROOT = Path(__file__).parents[2]
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="making device nodes and mounting need root")
 
 

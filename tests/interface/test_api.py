@@ -20,7 +20,7 @@ import localscore
 from localscore.cli import cli
 from localscore.errors import InputError, OutputError, UsageError
 
-ROOT = Path(__file__).parent.parent
+ROOT = Path(__file__).parents[2]
 # A long flag (--resume) or a short one (-m) standing alone in a string: what a message of the CLI would say.
 FLAG = re.compile(r"(?<![\w-])(--[a-z][a-z-]*|-[a-zA-Z])(?![\w-])")
 
@@ -133,7 +133,7 @@ def test_shards_and_merge_write_the_command_output(tmp_path, source, model):
 
 def test_embed_and_select_write_the_command_output(tmp_path, monkeypatch, embedder_gguf):
     from tests.support.data import sharegpt_conversations
-    from tests.test_select import scored
+    from tests.selection.test_select import scored
 
     monkeypatch.setenv("LOCALSCORE_CACHE", str(tmp_path / "cache"))
     src = write_jsonl(tmp_path / "scored.jsonl", scored(sharegpt_conversations()[:12]))

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).parent.parent
+ROOT = Path(__file__).parents[2]
 EXAMPLE = ROOT / "examples" / "alpaca.jsonl"
 DOC = ROOT / "docs" / "offline.md"
 # What a wheel of localscore is built from (pyproject.toml's packages, and the readme its metadata names).

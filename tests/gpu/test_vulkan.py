@@ -21,7 +21,7 @@ from localscore import Scorer
 from localscore.cli import cli
 from tests.support.reference import ReferenceScorer, deita_prompt
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 VENV = Path(os.environ.get("LOCALSCORE_VULKAN_VENV", ROOT / ".venv-vulkan"))
 # llama.cpp skips CPU-type Vulkan devices unless they are named; lavapipe is the only device here.
 LAVAPIPE = {"GGML_VK_VISIBLE_DEVICES": "0"}

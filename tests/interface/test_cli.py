@@ -17,7 +17,7 @@ from localscore.cli import cli
 from localscore.options import ScorerOptions
 from tests.support.checkpoints import populate_hub_cache
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parents[1] / "data"
 
 
 @pytest.fixture(scope="module")
@@ -326,7 +326,7 @@ def test_model_from_environment_variable(tmp_path, model, monkeypatch):
 def test_hostile_checkpoint_and_broken_model_end_in_one_line(tmp_path, tiny_checkpoint, model):
     import collections
 
-    from tests.test_checkpoint import payloads, tensor, torch_zip
+    from tests.conversion.test_checkpoint import payloads, tensor, torch_zip
 
     folder = tmp_path / "hostile"
     shutil.copytree(tiny_checkpoint, folder)

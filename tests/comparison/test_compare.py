@@ -19,7 +19,7 @@ from localscore.runs.compare.scorers import compare, sample_positions
 from localscore.errors import InputError, LocalscoreError
 from localscore.options import CompareOptions, RunOptions
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parents[1] / "data"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 

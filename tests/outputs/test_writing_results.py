@@ -17,7 +17,7 @@ from localscore.forms.records import Record
 from localscore.forms.results import result
 from localscore.deita.templates import COMPLEXITY, QUALITY
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parents[1] / "data"
 
 
 def sample_records(count: int = 12) -> list[Record]:

@@ -34,7 +34,7 @@ def test_every_method_is_measured(runs):
 def test_scores_are_compared_with_the_fp32_reference(runs):
     rows = {row["method"]: row for row in compare(runs)}
     assert rows[TRUTH]["max_delta"] == 0 and rows[TRUTH]["spearman"] == 1
-    # The exact mode on CPU, as tests/test_parity.py asserts it: scores paired with the wrong pairs, or batched
+    # The exact mode on CPU, as tests/scoring/test_parity.py asserts it: scores paired with the wrong pairs, or batched
     # positions shifted by the padding, are far off.
     assert rows["localscore f32 --pack 1, flash attention off"]["max_delta"] < 1e-4
     assert 0 < rows["reference bf16 batched"]["max_delta"] < 0.1

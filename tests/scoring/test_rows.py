@@ -14,7 +14,7 @@ import localscore
 from localscore.cli import cli
 from localscore.errors import InputError
 
-ROOT = Path(__file__).parent.parent
+ROOT = Path(__file__).parents[2]
 DOCS = ROOT / "docs" / "datajuicer.md"
 
 

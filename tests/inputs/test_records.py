@@ -19,7 +19,7 @@ from localscore.forms.results import result
 from localscore.forms.turns import MAX_FIELD_CHARS, Turn
 from localscore.deita.templates import COMPLEXITY, QUALITY
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parents[1] / "data"
 
 
 def alpaca_from_self_instruct() -> list[dict]:

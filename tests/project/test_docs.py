@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).parent.parent
+ROOT = Path(__file__).parents[2]
 README = ROOT / "README.md"
 README_MAX_LINES = 250
 USER_DOCS = sorted([README, *(ROOT / "docs").rglob("*.md"), ROOT / "benchmarks" / "README.md",

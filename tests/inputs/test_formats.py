@@ -23,10 +23,10 @@ from localscore.forms.writers import open_writer
 from localscore.forms.reader import read_records
 from localscore.runs.score import score_file
 from localscore.options import InputOptions, OutputOptions
-from tests.test_writing_results import result_of, sample_records, score
-from tests.test_records import sharegpt_from_fastchat
+from tests.outputs.test_writing_results import result_of, sample_records, score
+from tests.inputs.test_records import sharegpt_from_fastchat
 
-ROOT = Path(__file__).parent.parent
+ROOT = Path(__file__).parents[2]
 
 
 @pytest.fixture(scope="module")

@@ -28,9 +28,9 @@ from localscore.cli import cli
 from localscore.options import QUANT_TYPES, InputOptions, OutputOptions, RunOptions, SelectOptions
 from tests.support.data import sharegpt_conversations
 from tests.support.gguf_reading import field
-from tests.test_select import scored
+from tests.selection.test_select import scored
 
-ROOT = Path(__file__).parent.parent
+ROOT = Path(__file__).parents[2]
 # Spearman rho of each quantization's scores with f32's on 24 real pairs, measured: f16 1.00, bf16 1.00, q8_0 0.99,
 # q6_k 0.98, q5_k_m 0.98, q5_k_s 0.99, q4_k_m 0.90-0.91, q4_k_s 0.92 (random weights quantize worse than trained
 # ones); a broken one is near 0.

@@ -24,10 +24,10 @@ from localscore.errors import InputError
 from localscore.runs.score import score_file
 from localscore.options import InputOptions, OutputOptions, RayOptions, RunOptions, ScorerOptions
 from tests.support.ray_actors import PoisonedActor, StillbornActor
-from tests.test_formats import write_hub_cache
+from tests.inputs.test_formats import write_hub_cache
 
-DATA = Path(__file__).parent / "data"
-ROOT = Path(__file__).parent.parent
+DATA = Path(__file__).parents[1] / "data"
+ROOT = Path(__file__).parents[2]
 
 
 @pytest.fixture(scope="module")

@@ -45,7 +45,7 @@ def test_processes_starting_at_once_convert_the_default_model_once(tmp_path):
     calls, shared_log = tmp_path / "calls.txt", tmp_path / "log.txt"
     shared_log.touch()
     env = {**os.environ, "LOCALSCORE_CACHE": str(tmp_path / "cache"),
-           "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent.parent), os.environ.get("PYTHONPATH", "")])}
+           "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[2]), os.environ.get("PYTHONPATH", "")])}
     processes = [subprocess.Popen([sys.executable, "-c", STARTER, str(calls), str(shared_log)], env=env,
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     outputs = [process.communicate(timeout=120) for process in processes]

@@ -12,7 +12,7 @@ from localscore import Scorer
 from localscore.options import ScorerOptions
 from tests.support.reference import DEITA_PROMPT_IDS, deita_prompt
 
-TOKENIZER = Path(__file__).parent / "fixtures" / "llama-spm" / "tokenizer.model"
+TOKENIZER = Path(__file__).parents[1] / "fixtures" / "llama-spm" / "tokenizer.model"
 
 
 def _name(golden: dict) -> str:

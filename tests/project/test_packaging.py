@@ -10,7 +10,7 @@ import tomllib
 import zipfile
 from pathlib import Path
 
-ROOT = Path(__file__).parent.parent
+ROOT = Path(__file__).parents[2]
 
 
 def test_the_wheel_installs_only_the_localscore_package(tmp_path):

@@ -18,7 +18,7 @@ from localscore.llama.kernels import choose
 from localscore.options import (COMMANDS, CompareOptions, OutputOptions, RayOptions, RunOptions, ScorerOptions,
                                 SelectOptions)
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "localscore"
 # Where a function's parameters are another's to decide: the API and the CLI are the options' flat faces, and
 # data-juicer builds its operators from their keyword arguments.

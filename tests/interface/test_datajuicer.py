@@ -18,7 +18,7 @@ from localscore.errors import ModelError
 from localscore.deita.selection import EVOL_FIELD, SIMILARITY_FIELD
 from localscore.deita.templates import COMPLEXITY, QUALITY
 
-ROOT = Path(__file__).parent.parent
+ROOT = Path(__file__).parents[2]
 EXAMPLES = ROOT / "examples"
 RECIPE = EXAMPLES / "deita.yaml"
 STATS = "__dj__stats__"

@@ -25,7 +25,7 @@ from localscore.convert.torch_file import list_tensors as list_bin
 from localscore.errors import ConversionError
 from tests.support.checkpoints import TINY, write_checkpoint
 
-REPO = Path(__file__).parent.parent
+REPO = Path(__file__).parents[2]
 
 
 def state_dict() -> dict[str, torch.Tensor]:

@@ -32,8 +32,8 @@ from localscore.errors import ConversionError
 from tests.support.checkpoints import TINY, TOKENIZER_MODEL, Shape, config, populate_hub_cache, write_checkpoint
 from tests.support.gguf_reading import field, tensors
 
-REPO = Path(__file__).parent.parent
-DATA = Path(__file__).parent / "data"
+REPO = Path(__file__).parents[2]
+DATA = Path(__file__).parents[1] / "data"
 K = gguf.Keys
 Q = gguf.GGMLQuantizationType
 TIED = Shape(tie_embeddings=True, kv_heads=4)

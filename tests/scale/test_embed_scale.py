@@ -22,11 +22,11 @@ from localscore import api
 from localscore.cli import cli
 from localscore.forms.provenance import read_provenance
 from tests.support.data import sharegpt_conversations
-from tests.test_promises import cached_vectors, localscore, stop_when, write_jsonl
-from tests.test_ray import run_feeding
-from tests.test_select import deita_filter, scored
+from tests.project.test_promises import cached_vectors, localscore, stop_when, write_jsonl
+from tests.scale.test_ray import run_feeding
+from tests.selection.test_select import deita_filter, scored
 
-ROOT = Path(__file__).parent.parent
+ROOT = Path(__file__).parents[2]
 # A conversation that cannot be embedded (a question without its answer): its row is NaN, and the walk skips it.
 UNANSWERED = {"id": "unanswered", "conversations": [{"from": "human", "value": "Only a question?"}],
               "quality_scores": [6.0], "complexity_scores": [6.0]}

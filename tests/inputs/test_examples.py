@@ -12,7 +12,7 @@ from localscore.cli import cli
 from localscore.forms.reader import read_records
 from localscore.deita.templates import COMPLEXITY, QUALITY
 
-EXAMPLES = Path(__file__).parent.parent / "examples"
+EXAMPLES = Path(__file__).parents[2] / "examples"
 
 
 @pytest.mark.parametrize("name, kind, turns", [("alpaca.jsonl", "alpaca", 24), ("sharegpt.json", "sharegpt", 24)])

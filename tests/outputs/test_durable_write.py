@@ -21,7 +21,7 @@ from localscore.forms import durable
 from localscore.forms.durable import OutputLock, copy_file, write_file
 from localscore.errors import OutputError
 
-ROOT = Path(__file__).parent.parent
+ROOT = Path(__file__).parents[2]
 
 # What writes a file, outside durable.py: the open modes that write, the writing calls of pathlib, numpy, shutil,
 # os, pyarrow and matplotlib.
