@@ -12,8 +12,8 @@ import os
 from pathlib import Path
 from typing import Callable
 
-from ..errors import ConversionError
-from ..options import DEFAULT_QUANT, QUANT_TYPES
+from localscore.errors import ConversionError
+from localscore.options import DEFAULT_QUANT, QUANT_TYPES
 # Provided by the `convert` extra; the rest of a conversion's imports are localscore's own dependencies.
 EXTRA_MODULES = ("gguf", "sentencepiece")
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..errors import ConversionError
+from localscore.errors import ConversionError
+
 from . import safetensors_file, torch_file
 from .tensor import TensorRef
 

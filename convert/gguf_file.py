@@ -14,7 +14,8 @@ from typing import Callable, Sequence
 import gguf
 import numpy as np
 
-from ..errors import ConversionError
+from localscore.errors import ConversionError
+
 from .tensor import DType, to_float32
 
 Q = gguf.GGMLQuantizationType

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 import gguf
 import numpy as np
 
-from ..errors import ConversionError
+from localscore.errors import ConversionError
+
 from .tensor import TensorRef
 
 ARCHITECTURES = ("LlamaForCausalLM", "MistralForCausalLM")

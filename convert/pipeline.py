@@ -12,8 +12,9 @@ from typing import Callable
 import gguf
 import numpy as np
 
-from ..errors import ConversionError
-from ..forms.durable import publish_written
+from localscore.errors import ConversionError
+from localscore.forms.durable import publish_written
+
 from . import gguf_file, source
 from .checkpoint import list_tensors
 from .gguf_file import OutTensor

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import llama_cpp
 
-from ..errors import ConversionError
-from ..llama.log import LlamaLog
+from localscore.errors import ConversionError
+from localscore.llama.log import LlamaLog
 
 # localscore's quant names -> llama.cpp's file types (what llama-quantize calls Q4_K_M etc.).
 FTYPES = {

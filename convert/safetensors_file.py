@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ConversionError
+from localscore.errors import ConversionError
+
 from .tensor import DType, TensorRef
 
 # A header is JSON describing tensors; anything bigger than this is not a safetensors file.

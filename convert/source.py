@@ -13,7 +13,8 @@ from pathlib import Path
 from huggingface_hub import snapshot_download
 from huggingface_hub.utils import HfHubHTTPError, HFValidationError, LocalEntryNotFoundError, RepositoryNotFoundError
 
-from ..errors import ConversionError
+from localscore.errors import ConversionError
+
 from .checkpoint import weight_files
 
 REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")

@@ -21,7 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ConversionError
+from localscore.errors import ConversionError
+
 from .tensor import DType, TensorRef
 
 STORAGES = {"DoubleStorage": DType.F64, "FloatStorage": DType.F32, "HalfStorage": DType.F16,

@@ -13,7 +13,7 @@ from pathlib import Path
 import gguf
 from sentencepiece import SentencePieceProcessor
 
-from ..errors import ConversionError
+from localscore.errors import ConversionError
 
 TOKENIZER_MODEL = "tokenizer.model"
 ADDED_TOKENS = "added_tokens.json"

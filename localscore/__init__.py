@@ -10,12 +10,11 @@ from typing import TYPE_CHECKING
 
 from .api import compare, embed, info, merge, score, score_rows, select
 from .errors import ConversionError, InputError, LocalscoreError, ModelError, OutputError
+from .version import __version__
 
 if TYPE_CHECKING:
     from .llama.embedder import Embedder
     from .llama.scorer import Scorer
-
-__version__ = "0.1.0"
 
 __all__ = ["score", "score_rows", "embed", "select", "compare", "merge", "info", "Scorer", "Embedder",
            "LocalscoreError", "InputError", "OutputError", "ModelError", "ConversionError", "__version__"]

@@ -13,7 +13,7 @@ from typing import Iterator
 import click
 from click.core import ParameterSource
 
-from . import __version__
+from .version import __version__
 from .errors import LocalscoreError, OutputClosed, UsageError
 from .options import COMMANDS, Option
 

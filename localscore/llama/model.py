@@ -17,6 +17,7 @@ from ..errors import ModelError, check_range
 from .devices import Device, Offload, backends_without_devices, gpu_devices
 from .fingerprint import fingerprint
 from ..options import RunOptions
+from ..version import __version__
 from .kernels import KernelChoice, choose, require_llama_cpp
 from .log import LlamaLog
 
@@ -218,8 +219,6 @@ class Model:
 
     def setup(self) -> dict:
         """What runs this model here, for an output's record: the versions, kernels and backend."""
-        from .. import __version__
-
         return {"localscore": __version__, "llama_cpp_python": llama_cpp.__version__,
                 "kernels": self.kernels.kernels if self.kernels else None,
                 "cpu": self.kernels.cpu if self.kernels else None, "backend": str(self.offload)}
