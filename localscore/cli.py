@@ -46,6 +46,11 @@ class _Group(click.Group):
             raise click.UsageError(e.render(lambda name: _flag(ctx, name))) from None
         except LocalscoreError as e:
             raise click.ClickException(e.render(lambda name: _flag(ctx, name))) from None
+        except MemoryError:
+            # The machine's (or the process's) limit, not a bug: a traceback from wherever the last allocation
+            # happened to be would only hide that.
+            raise click.ClickException("this process ran out of memory: free some, raise its limit, or use a "
+                                       "smaller quantization or context") from None
 
 
 def _flag(ctx: click.Context, name: str) -> str:

@@ -55,6 +55,10 @@ class LlamaLog:
         """Whether llama.cpp said a buffer could not be allocated (a model or context too big for a device)."""
         return any(re.search(r"(unable|failed) to allocate", line) for line in self._lines)
 
+    def said_out_of_memory(self) -> bool:
+        """Whether llama.cpp said the operating system refused it memory (mapping the file, say)."""
+        return any("Cannot allocate memory" in line for line in self._lines)
+
     def said(self) -> str:
         """" (llama.cpp: <first error it logged>)", or "" when it logged none."""
         errors = [ln.strip() for ln in self._lines if "error" in ln.lower() or "failed" in ln.lower()]

@@ -189,6 +189,10 @@ class Model:
         if not self._model:
             if devices and self.log.said_allocation_failed():
                 raise _does_not_fit(str(self.path), devices, "use a smaller quantization", self.log)
+            if self.log.said_out_of_memory():
+                raise ModelError(f"cannot load {self.path}: this process may not use the memory it needs"
+                                 f"{self.log.said()}; free memory, raise the process's limit, or use a smaller "
+                                 "quantization")
             raise ModelError(f"cannot load {self.path}: not a valid GGUF model file{self.log.said()}")
         self.offload = Offload.of(self.n_gpu_layers, llama_cpp.llama_model_n_layer(self._model), devices)
         self._vocab = llama_cpp.llama_model_get_vocab(self._model)

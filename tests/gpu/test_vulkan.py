@@ -163,3 +163,51 @@ def test_n_gpu_layers_on_a_cpu_build_says_so(gguf_file):
     assert result.exit_code == 1
     assert result.stderr == ("Error: this llama-cpp-python is built for the CPU only, so --n-gpu-layers has nothing to "
                              "offload to: reinstall it with a GPU backend (docs/gpu.md) or drop --n-gpu-layers\n")
+
+
+def test_what_does_not_fit_the_device_is_one_line(vulkan_python, gguf_file, pairs_file, tmp_path):
+    # lavapipe's device memory is this process's memory, so an address-space limit (RLIMIT_AS) on the child makes a
+    # small device. Down from the run's own peak, in 12 MiB steps: first the host side runs short (Python's
+    # allocations, or llvmpipe's compiler, which aborts: not the device path, so not checked), then the context
+    # does not fit the device, then the weights do not, then the file cannot even be mapped. From the first "does
+    # not fit" on, every failure must be one line of ours.
+    import resource
+
+    model = gguf_file("f32")
+    args = [str(vulkan_python), "-c", "import runpy, sys; sys.argv[0] = 'localscore'\n"
+            "try:\n    runpy.run_module('localscore', run_name='__main__')\n"
+            "finally:\n    print('VmPeak', open('/proc/self/status').read().split('VmPeak:')[1].split()[0], "
+            "file=sys.stderr)",
+            "score", str(pairs_file.parent / "one.jsonl"), "-m", str(model), "-t", "1", "-q",
+            "-o", str(tmp_path / "out.jsonl")]
+    (pairs_file.parent / "one.jsonl").write_text(pairs_file.read_text().splitlines()[0] + "\n")
+    environment = os.environ | LAVAPIPE | {"PYTHONPATH": str(ROOT)}
+
+    def run(limit: int | None) -> subprocess.CompletedProcess:
+        def cap() -> None:
+            resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+        return subprocess.run(args, env=environment, capture_output=True, text=True, timeout=120,
+                              preexec_fn=cap if limit else None)
+
+    free = run(None)
+    assert free.returncode == 0, free.stderr
+    peak = int(free.stderr.split("VmPeak")[-1].split()[0]) * 1024
+    context = f"Error: a context of 256 tokens for {model} does not fit in the memory of Vulkan0 (llvmpipe) ("
+    weights = f"Error: {model} does not fit in the memory of Vulkan0 (llvmpipe) ("
+    seen = []
+    for limit in range(peak, peak // 2, -12 * 2**20):
+        result = run(limit)
+        last = ([line for line in result.stderr.splitlines() if not line.startswith("VmPeak")] or [""])[-1]
+        if not seen and not last.startswith((context, weights)):
+            continue
+        if result.returncode == 0:
+            continue
+        assert "Traceback" not in result.stderr and result.returncode == 1, (limit, result.returncode, result.stderr)
+        seen.append(last)
+        if not last.startswith((context, weights)):
+            break
+    assert any(line.startswith(weights) and "offload fewer layers with --n-gpu-layers, or use a smaller "
+               "quantization" in line for line in seen), seen
+    assert seen[-1].startswith(f"Error: cannot load {model}: this process may not use the memory it needs "
+                               "(llama.cpp: mmap failed: Cannot allocate memory)"), seen

@@ -343,3 +343,17 @@ def test_hostile_checkpoint_and_broken_model_end_in_one_line(tmp_path, tiny_chec
     result = CliRunner().invoke(cli, ["score", "-", "-m", str(broken)], input='{"instruction": "a", "output": "b"}\n')
     assert result.exit_code == 1
     assert result.output.startswith(f"Error: cannot load {broken}") and result.output.count("\n") == 1
+
+
+def test_running_out_of_memory_is_one_line(monkeypatch, tmp_path):
+    # The process's limit, wherever the last allocation happened to be: one line, not that place's traceback.
+    import localscore.api
+
+    def exhausted(*args, **kwargs):
+        raise MemoryError
+
+    monkeypatch.setattr(localscore.api, "merge", exhausted)
+    result = CliRunner().invoke(cli, ["merge", str(tmp_path / "a.jsonl"), "-o", str(tmp_path / "b.jsonl")])
+    assert result.exit_code == 1
+    assert result.output == ("Error: this process ran out of memory: free some, raise its limit, or use a smaller "
+                             "quantization or context\n")
