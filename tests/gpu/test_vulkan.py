@@ -112,6 +112,36 @@ def test_some_layers_on_the_device(vulkan_python, gguf_file, pairs_file, referen
     assert np.abs(scores(result, out) - reference_scores).max() <= F32_BOUND
 
 
+@pytest.fixture(scope="module")
+def bench_gguf(tmp_path_factory) -> Path:
+    """The benchmark shape (8 layers of width 1024, benchmarks/README.md) as q8_0: llama.cpp's large-matrix paths,
+    which the tiny model's width never reaches."""
+    from localscore.convert import convert
+    from tests.support.checkpoints import BENCH, write_checkpoint
+
+    folder = tmp_path_factory.mktemp("bench")
+    return convert(write_checkpoint(folder / "deita-bench", BENCH), folder / "deita-bench.q8_0.gguf", "q8_0")
+
+
+def test_the_benchmark_model_on_the_device(vulkan_python, bench_gguf, short_pairs, tmp_path):
+    # One short pair: lavapipe runs this model at ~12 tokens/s on 2 cores.
+    source = tmp_path / "one.jsonl"
+    source.write_text(json.dumps(dict(zip(("instruction", "output"), min(short_pairs, key=lambda p: len(p[0] + p[1])))))
+                      + "\n")
+    with Scorer.from_path(bench_gguf) as on_cpu:
+        cpu = np.array(on_cpu.score_many([tuple(json.loads(source.read_text()).values())]))
+    for layers, where in (("999", "9/9 layers on Vulkan0 (llvmpipe)"), ("4", "4/9 layers on Vulkan0 (llvmpipe)"),
+                          ("0", "CPU only")):
+        out = tmp_path / f"{layers}.jsonl"
+        result = localscore(vulkan_python, "score", str(source), "-o", str(out), "-m", str(bench_gguf),
+                            "--n-gpu-layers", layers)
+        assert header(result).endswith(f", {where}"), header(result)
+        if layers == "0":
+            assert scores(result, out).tolist() == cpu.tolist()
+        else:
+            assert np.abs(scores(result, out) - cpu).max() <= Q8_0_BOUND
+
+
 def test_pack_1_is_the_same_across_runs_and_record_orders(vulkan_python, gguf_file, pairs_file, tmp_path):
     model = str(gguf_file("q8_0"))
     lines = pairs_file.read_text().splitlines(keepends=True)
