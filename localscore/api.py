@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Sequence, Union
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from .errors import InputError, UsageError
 from .forms.reader import existing, user_source
 from .options import (DEFAULT_KERNELS, DEFAULT_PACK, DEFAULT_SCORER, DEFAULT_SEED, DEFAULT_SPLIT, DEFAULT_THRESHOLD,
-                      DEFAULT_TOO_LONG, CompareOptions, InputOptions, OutputOptions, RayOptions, RunOptions,
-                      ScorerOptions, SelectOptions)
+                      DEFAULT_TOO_LONG, CompareOptions, InputOptions, OutputOptions, PathLike, RayOptions,
+                      RunOptions, ScorerOptions, SelectOptions)
 from .runs.progress import Progress
 
 if TYPE_CHECKING:
@@ -28,7 +28,6 @@ if TYPE_CHECKING:
     from .runs.score import Summary
     from .runs.select import SelectSummary
 
-PathLike = Union[str, os.PathLike]
 Log = Callable[[str], None]
 
 
