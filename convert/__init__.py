@@ -14,6 +14,7 @@ from typing import Callable
 
 from localscore.errors import ConversionError
 from localscore.options import DEFAULT_QUANT, QUANT_TYPES
+
 # Provided by the `convert` extra; the rest of a conversion's imports are localscore's own dependencies.
 EXTRA_MODULES = ("gguf", "sentencepiece")
 
