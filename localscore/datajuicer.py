@@ -4,11 +4,13 @@
 
 The filters score with localscore's own scoring step (api.score_rows), so a sample's per-turn scores are exactly
 `localscore score`'s for the same record. Each worker process (local executor) or Ray actor loads its model once,
-on its first batch; the process that builds the recipe only checks that the model file is a GGUF, so a missing
-model is one line before any data moves."""
+on its first batch. The process that builds the recipe checks every option and that the model file is a GGUF, so
+a mistake in the recipe is one line, raised where dj-process builds its operators, before any sample is
+processed."""
 
 import math
 import os
+from contextlib import contextmanager
 from typing import Optional
 
 from data_juicer.ops.base_op import OP, OPERATORS, Filter, Pipeline, Selector
@@ -23,7 +25,7 @@ from .errors import InputError, LocalscoreError, ModelError, UsageError
 from .forms.records import make_record
 from .forms.samples import SampleKeys
 from .options import (DEFAULT_KERNELS, DEFAULT_THRESHOLD, DEFAULT_TOO_LONG, KERNELS, TOO_LONG_POLICIES, RayOptions,
-                      RunOptions, SelectOptions)
+                      RunOptions, SelectOptions, check_choice)
 
 # What a filter does with a sample it cannot score (it never gets a score): keep it, flagged, or drop it.
 UNSCORED_POLICIES = ("keep", "drop")
@@ -70,17 +72,19 @@ class _DeitaScoreFilter(Filter):
         if kwargs.get("ray_execution_mode") is None:
             kwargs["ray_execution_mode"] = "actor"
         super().__init__(*args, **kwargs)
-        self.min_score, self.max_score = min_score, max_score
-        self.unscored = _choice("unscored", unscored, UNSCORED_POLICIES, self._name)
-        self.kernels = _choice("kernels", kernels, KERNELS, self._name)
-        self.too_long = _choice("too_long", too_long, TOO_LONG_POLICIES, self._name)
-        self.threads = _threads(threads, self.num_cpus, self._name)
-        if self.num_cpus is None:  # what Ray reserves per actor (and data-juicer counts per worker process)
-            self.num_cpus = self.threads
-        if is_ray_mode():
-            _check_ray_placement(self._name, kernels, n_gpu_layers, self.num_gpus)
-        self.n_gpu_layers = n_gpu_layers
-        self.model = _checked_model(model, self._scorer, self._name)
+        with _named(self._name):
+            self.min_score, self.max_score = _number("min_score", min_score), _number("max_score", max_score)
+            check_choice("unscored", unscored, UNSCORED_POLICIES, "unscored policy")
+            check_choice("kernels", kernels, KERNELS, "kernels")
+            check_choice("too_long", too_long, TOO_LONG_POLICIES, "too-long policy")
+            self.unscored, self.kernels, self.too_long = unscored, kernels, too_long
+            self.threads = _threads(threads, self.num_cpus)
+            self.n_gpu_layers = _number("n_gpu_layers", n_gpu_layers, whole=True)
+            if self.num_cpus is None:  # what Ray reserves per actor (and data-juicer counts per worker process)
+                self.num_cpus = self.threads
+            if is_ray_mode():
+                _check_ray_placement(kernels, self.n_gpu_layers, self.num_gpus)
+            self.model = _checked_model(model, self._scorer)
         self.sample_keys = SampleKeys(self.query_key, self.response_key, self.history_key, self.instruction_key,
                                       self.text_key)
         self.keys = {kind: stats_key(self._scorer, kind) for kind in ("score", "scores", "error", "truncated")}
@@ -179,19 +183,20 @@ class DeitaDiversitySelector(Selector, Pipeline):
         :param kwargs: extra args
         """
         super().__init__(*args, **kwargs)
-        if budget < 1:
-            raise InputError(f"{self._name}: budget must be at least 1, got {budget}")
-        if not 0.0 <= threshold <= 1.0:
-            raise InputError(f"{self._name}: threshold must be between 0 and 1, got {threshold}")
-        self.budget, self.threshold = budget, threshold
-        self.kernels = _choice("kernels", kernels, KERNELS, self._name)
-        self.threads = _threads(threads, self.num_cpus, self._name)
-        if is_ray_mode():
-            _check_ray_placement(self._name, kernels, n_gpu_layers, None)
-        self.n_gpu_layers = n_gpu_layers
-        if not model:
-            raise ModelError(f"{self._name}: give the embedder GGUF as 'model'")
-        self.model = _checked_model(model, None, self._name)
+        with _named(self._name):
+            self.budget = _number("budget", budget, whole=True, optional=False)
+            self.threshold = _number("threshold", threshold, optional=False)
+            check_choice("kernels", kernels, KERNELS, "kernels")
+            self.kernels = kernels
+            self.threads = _threads(threads, self.num_cpus)
+            self.n_gpu_layers = _number("n_gpu_layers", n_gpu_layers, whole=True)
+            if is_ray_mode():
+                _check_ray_placement(kernels, self.n_gpu_layers, None)
+            if not model:
+                raise ModelError("give the embedder GGUF as 'model'")
+            self.model = _checked_model(model, None)
+            # Checks budget and threshold as `localscore select` does.
+            self.select_options = SelectOptions(self.budget, self.threshold, self.model)
         self.sample_keys = SampleKeys(self.query_key, self.response_key, self.history_key, self.instruction_key,
                                       self.text_key)
 
@@ -228,7 +233,7 @@ class DeitaDiversitySelector(Selector, Pipeline):
         ray_mode = is_ray_mode()
         actors = self.num_proc if ray_mode and isinstance(self.num_proc, int) and self.num_proc > 0 else 1
         selection, scores, summary = select_records(
-            records, SelectOptions(self.budget, self.threshold, self.model),
+            records, self.select_options,
             RunOptions(self.threads, self.n_gpu_layers, self.kernels), RayOptions(actors) if ray_mode else None)
         logger.info(f"{self._name}: {summary.line()}")
         return [(index, float(scores[index]), similarity)
@@ -249,35 +254,49 @@ class DeitaDiversitySelector(Selector, Pipeline):
         return {**(data or {}), **fields}
 
 
-def _choice(name: str, value: str, choices: tuple, op: str) -> str:
-    if value not in choices:
-        raise InputError(f"{op}: {name} must be one of {', '.join(choices)}, got {value!r}")
-    return value
+@contextmanager
+def _named(op: str):
+    """An operator's errors begin with its name: dj-process shows them among every other operator's."""
+    try:
+        yield
+    except LocalscoreError as e:
+        raise type(e)(f"{op}: {e}") from None
 
 
-def _threads(threads: Optional[int], num_cpus: Optional[float], op: str) -> int:
+def _number(name: str, value: object, *, whole: bool = False, optional: bool = True):
+    """A number from the recipe, as YAML gave it: data-juicer's preflight checks only options typed without
+    Optional, so a quoted "3" would otherwise reach a comparison deep in a worker."""
+    if value is None and optional:
+        return None
+    if (isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value)
+            or (whole and not float(value).is_integer())):
+        raise InputError(f"'{name}' must be {'a whole number' if whole else 'a number'}, got {value!r}")
+    return int(value) if whole else value
+
+
+def _threads(threads: Optional[int], num_cpus: Optional[float]) -> int:
     """llama.cpp's threads: as given, else the CPUs the operator reserves (`num_cpus`, rounded up), else 1."""
-    count = threads if threads is not None else math.ceil(num_cpus) if num_cpus else 1
-    if count < 1 or count != int(count):
-        raise InputError(f"{op}: threads must be a whole number of at least 1, got {count}")
-    return int(count)
+    count = _number("threads", threads, whole=True)
+    if count is None:
+        count = math.ceil(_number("num_cpus", num_cpus)) if num_cpus else 1
+    RunOptions(threads=count)  # at least 1, as `localscore score` checks it
+    return count
 
 
-def _check_ray_placement(op: str, kernels: str, n_gpu_layers: Optional[int], num_gpus: Optional[float]) -> None:
+def _check_ray_placement(kernels: str, n_gpu_layers: Optional[int], num_gpus: Optional[float]) -> None:
     """The rules of `localscore score`'s Ray runs: each node chooses its kernels, and an actor has GPU layers only
     when it is given a GPU."""
     if kernels != DEFAULT_KERNELS:
-        raise UsageError(f"{op}: kernels does not work on Ray: each node chooses its own")
+        raise UsageError("'kernels' does not work on Ray: each node chooses its own")
     if n_gpu_layers is not None and not num_gpus:
-        raise UsageError(f"{op}: n_gpu_layers on Ray needs num_gpus: an actor without a GPU has no GPU layers")
+        raise UsageError("'n_gpu_layers' on Ray needs 'num_gpus': an actor without a GPU has no GPU layers")
 
 
-def _checked_model(model: Optional[str], scorer: Optional[str], op: str) -> str:
+def _checked_model(model: object, scorer: Optional[str]) -> str:
     """The model's path, checked here, once: in a worker the error would surface deep in data-juicer's pool."""
     from .llama.model import check_model
     from .runs.default_model import default_model
 
-    try:
-        return os.fspath(check_model(model if model is not None else default_model(scorer)))
-    except LocalscoreError as e:
-        raise type(e)(f"{op}: {e}") from None
+    if model is not None and not isinstance(model, (str, os.PathLike)):
+        raise InputError(f"'model' must be the path of a GGUF file, got {model!r}")
+    return os.fspath(check_model(model if model is not None else default_model(scorer)))

@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from localscore.cli import cli
-from localscore.errors import ModelError
+from localscore.errors import LocalscoreError, ModelError
 from localscore.deita.selection import EVOL_FIELD, SIMILARITY_FIELD
 from localscore.deita.templates import COMPLEXITY, QUALITY
 
@@ -205,3 +205,49 @@ def test_a_missing_model_is_one_line_when_the_recipe_is_built(operators, tmp_pat
     (tmp_path / "broken.gguf").write_bytes(b"not a GGUF")
     with pytest.raises(ModelError, match=r"^deita_diversity_selector: cannot load .*broken\.gguf: not a valid GGUF"):
         operators["deita_diversity_selector"](model=str(tmp_path / "broken.gguf"))
+
+
+def test_dj_process_with_a_missing_model_stops_on_the_operators_line(tmp_path):
+    """dj-process logs every error with its traceback (data-juicer's logger, which also writes it to the job's
+    log); the operator's line ends the output, raised where data-juicer builds its operators, before any sample is
+    processed."""
+    missing = tmp_path / "deita-quality.gguf"
+    export = tmp_path / "out" / "selected.jsonl"
+    result = subprocess.run([str(Path(sys.executable).with_name("dj-process")), "--config", str(RECIPE),
+                             "--export_path", str(export), "--np", "1",
+                             "--deita_quality_score_filter.model", str(missing)],
+                            cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    output = result.stdout + result.stderr
+    assert output.rstrip().splitlines()[-1] == (f"localscore.errors.ModelError: deita_quality_score_filter: model file {missing} does not "
+                         "exist; convert one with `localscore convert`")
+    assert "in load_ops" in output and "OP [deita_" not in output  # raised building the operators; none ran
+    assert not export.exists()
+
+
+@pytest.mark.parametrize("name, options, message", [
+    ("deita_quality_score_filter", {"min_score": "3"}, "'min_score' must be a number, got '3'"),
+    ("deita_quality_score_filter", {"max_score": float("nan")}, "'max_score' must be a number, got nan"),
+    ("deita_quality_score_filter", {"threads": "two"}, "'threads' must be a whole number, got 'two'"),
+    ("deita_quality_score_filter", {"threads": 0}, "'threads' must be at least 1, got 0"),
+    ("deita_complexity_score_filter", {"n_gpu_layers": 1.5}, "'n_gpu_layers' must be a whole number, got 1.5"),
+    ("deita_complexity_score_filter", {"unscored": "maybe"}, "unknown unscored policy 'maybe'; choose keep or drop"),
+    ("deita_complexity_score_filter", {"too_long": "cut"}, "unknown too-long policy 'cut'; choose truncate or error"),
+    ("deita_quality_score_filter", {"model": 5}, "'model' must be the path of a GGUF file, got 5"),
+    ("deita_diversity_selector", {"budget": "10"}, "'budget' must be a whole number, got '10'"),
+    ("deita_diversity_selector", {"budget": None}, "'budget' must be a whole number, got None"),
+    ("deita_diversity_selector", {"budget": 0}, "'budget' must be at least 1, got 0"),
+    ("deita_diversity_selector", {"threshold": 2}, "'threshold' must be between 0 and 1, got 2"),
+    ("deita_diversity_selector", {"kernels": "fast"}, "unknown kernels 'fast'; choose one of auto, repacked, direct"),
+])
+def test_a_recipe_value_data_juicer_passes_unchecked_is_one_line(operators, models, name, options, message):
+    # data-juicer's preflight checks only options typed without Optional; YAML gives "3" for a quoted 3.
+    model = models["embedder" if name == "deita_diversity_selector" else "quality"]
+    with pytest.raises(LocalscoreError) as error:
+        operators[name](**{"model": str(model), **options})
+    assert str(error.value) == f"{name}: {message}"
+
+
+def test_whole_numbers_written_as_floats_are_taken(operators, models):
+    op = operators["deita_quality_score_filter"](model=str(models["quality"]), threads=2.0, min_score=3)
+    assert (op.threads, op.min_score) == (2, 3)

@@ -25,6 +25,16 @@ def test_the_wheel_installs_only_the_localscore_package(tmp_path):
     sources |= {"localscore/" + path.relative_to(ROOT).as_posix() for path in (ROOT / "convert").rglob("*.py")}
     assert sources - names == set()
     assert "localscore/convert/pipeline.py" in names
+    # `pip install localscore` pulls the four runtime dependencies and nothing more: data-juicer, Ray, pyarrow and
+    # the converter's libraries come only with their extras. data-juicer finds the operators through the entry point.
+    info = wheel.name.split("-py")[0] + ".dist-info"
+    metadata = zipfile.ZipFile(wheel).read(f"{info}/METADATA").decode()
+    required = [line.split(":", 1)[1].strip() for line in metadata.splitlines() if line.startswith("Requires-Dist:")]
+    plain = {re.split(r"[<>=!~;\[ ]", requirement)[0] for requirement in required if "extra ==" not in requirement}
+    assert plain == {"llama-cpp-python", "numpy", "huggingface-hub", "click"}
+    assert any("py-data-juicer" in r and 'extra == "datajuicer"' in r for r in required)
+    entry_points = zipfile.ZipFile(wheel).read(f"{info}/entry_points.txt").decode()
+    assert "[data_juicer.ops]\nlocalscore = localscore.datajuicer" in entry_points
 
 
 def test_requires_python_is_the_oldest_python_the_code_runs_on():
