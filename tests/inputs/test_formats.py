@@ -23,8 +23,9 @@ from localscore.forms.writers import open_writer
 from localscore.forms.reader import read_records
 from localscore.runs.score import score_file
 from localscore.options import InputOptions, OutputOptions
-from tests.outputs.test_writing_results import result_of, sample_records, score
-from tests.inputs.test_records import sharegpt_from_fastchat
+from tests.support.data import sharegpt_conversations
+from tests.support.files import write_hub_cache
+from tests.support.writing import result_of, sample_records, score
 
 ROOT = Path(__file__).parents[2]
 
@@ -39,21 +40,12 @@ def mixed(pairs) -> list[dict]:
     """Alpaca records (some with an `input`) and ShareGPT conversations, as one table would hold them."""
     records = [{"id": i, "instruction": a, "output": b} for i, (a, b) in enumerate(pairs[:8])]
     records[3]["input"] = "Answer briefly."
-    return records + [{**c, "id": 100 + i} for i, c in enumerate(sharegpt_from_fastchat()[:3])]
+    return records + [{**c, "id": 100 + i} for i, c in enumerate(sharegpt_conversations()[:3])]
 
 
 def scores(path: Path) -> list:
     return [(r.get("quality_score"), r.get("quality_scores"), r.get("quality_error"))
             for r in map(json.loads, path.read_text(encoding="utf-8").splitlines())]
-
-
-def write_hub_cache(cache: Path, repo_id: str, table, commit: str = "0" * 40) -> None:
-    """A dataset repo laid out as huggingface_hub caches it: one Parquet file of the train split."""
-    repo = cache / f"datasets--{repo_id.replace('/', '--')}"
-    (repo / "snapshots" / commit / "data").mkdir(parents=True)
-    pq.write_table(table, repo / "snapshots" / commit / "data" / "train-00000-of-00001.parquet")
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text(commit)
 
 
 def test_every_input_form_gives_the_same_scores(tmp_path, hub_cache, mixed, q8_scorer, model):

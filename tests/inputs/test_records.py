@@ -18,6 +18,7 @@ from localscore.forms.records import Record
 from localscore.forms.results import result
 from localscore.forms.turns import MAX_FIELD_CHARS, Turn
 from localscore.deita.templates import COMPLEXITY, QUALITY
+from tests.support.data import sharegpt_conversations
 
 DATA = Path(__file__).parents[1] / "data"
 
@@ -30,10 +31,6 @@ def alpaca_from_self_instruct() -> list[dict]:
             for instance in task["instances"]:
                 records.append({"id": task["id"], "instruction": task["instruction"], **instance})
     return records
-
-
-def sharegpt_from_fastchat() -> list[dict]:
-    return json.loads((DATA / "fastchat_dummy_conversation.json").read_text(encoding="utf-8"))
 
 
 def messages_from_mt_bench(answered: bool = True) -> list[dict]:
@@ -86,7 +83,7 @@ def test_alpaca_from_self_instruct(tmp_path, as_array):
 
 
 def test_sharegpt_from_fastchat():
-    data = sharegpt_from_fastchat()
+    data = sharegpt_conversations()
     records = list(read_records(DATA / "fastchat_dummy_conversation.json"))
     assert len(records) == 500
     for number, (record, source) in enumerate(zip(records, data), 1):
@@ -96,7 +93,7 @@ def test_sharegpt_from_fastchat():
 
 
 def test_sharegpt_as_jsonl_through_a_pipe():
-    data = jsonl(sharegpt_from_fastchat())
+    data = jsonl(sharegpt_conversations())
     read_fd, write_fd = os.pipe()
     # A real pipe, like `cat data.jsonl | localscore score -`: not seekable, arrives in pieces.
     writer = threading.Thread(target=lambda: (os.write(write_fd, data), os.close(write_fd)))

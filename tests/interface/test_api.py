@@ -133,7 +133,7 @@ def test_shards_and_merge_write_the_command_output(tmp_path, source, model):
 
 def test_embed_and_select_write_the_command_output(tmp_path, monkeypatch, embedder_gguf):
     from tests.support.data import sharegpt_conversations
-    from tests.selection.test_select import scored
+    from tests.support.data import scored
 
     monkeypatch.setenv("LOCALSCORE_CACHE", str(tmp_path / "cache"))
     src = write_jsonl(tmp_path / "scored.jsonl", scored(sharegpt_conversations()[:12]))

@@ -326,7 +326,7 @@ def test_model_from_environment_variable(tmp_path, model, monkeypatch):
 def test_hostile_checkpoint_and_broken_model_end_in_one_line(tmp_path, tiny_checkpoint, model):
     import collections
 
-    from tests.conversion.test_checkpoint import payloads, tensor, torch_zip
+    from tests.support.hostile_pickles import payloads, tensor, torch_zip
 
     folder = tmp_path / "hostile"
     shutil.copytree(tiny_checkpoint, folder)

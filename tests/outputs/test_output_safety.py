@@ -19,7 +19,7 @@ from click.testing import CliRunner
 from localscore.cli import cli
 from localscore.errors import OutputError
 from localscore.forms.writers import open_writer
-from tests.outputs.test_writing_results import partial, result_of, sample_records, score
+from tests.support.writing import partial, result_of, sample_records, score
 
 ROOT = Path(__file__).parents[2]
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="making device nodes and mounting need root")

@@ -9,10 +9,7 @@ import functools
 import json
 import os
 import signal
-import sqlite3
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import gguf
@@ -28,7 +25,9 @@ from localscore.cli import cli
 from localscore.options import QUANT_TYPES, InputOptions, OutputOptions, RunOptions, SelectOptions
 from tests.support.data import sharegpt_conversations
 from tests.support.gguf_reading import field
-from tests.selection.test_select import scored
+from tests.support.data import scored
+from tests.support.files import cached_vectors, write_jsonl
+from tests.support.processes import localscore, stop_when
 
 ROOT = Path(__file__).parents[2]
 # Spearman rho of each quantization's scores with f32's on 24 real pairs, measured: f16 1.00, bf16 1.00, q8_0 0.99,
@@ -41,35 +40,6 @@ N_CONVERSATIONS = 80
 
 def run(*args: object, env: dict[str, str] | None = None):
     return CliRunner().invoke(cli, [str(a) for a in args], env=env, catch_exceptions=False)
-
-
-def write_jsonl(path: Path, records: list[dict]) -> Path:
-    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
-    return path
-
-
-def localscore(*args: object) -> list[str]:
-    return [sys.executable, "-m", "localscore", *map(str, args)]
-
-
-def stop_when(process: subprocess.Popen, ready, sig: int) -> None:
-    """Send `sig` once `ready()` holds; stop waiting as soon as the child exits on its own."""
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and process.poll() is None and not ready():
-        time.sleep(0.02)
-    process.send_signal(sig)
-    process.communicate(timeout=60)
-
-
-def cached_vectors(cache: Path) -> int:
-    """Vectors committed to an embedding cache (what a killed run leaves)."""
-    if not cache.exists():
-        return 0
-    with sqlite3.connect(cache) as db:
-        try:
-            return db.execute("SELECT count(*) FROM vectors").fetchone()[0]
-        except sqlite3.OperationalError:  # the table is being created
-            return 0
 
 
 @pytest.fixture(scope="module")

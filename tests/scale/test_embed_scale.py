@@ -22,9 +22,10 @@ from localscore import api
 from localscore.cli import cli
 from localscore.forms.provenance import read_provenance
 from tests.support.data import sharegpt_conversations
-from tests.project.test_promises import cached_vectors, localscore, stop_when, write_jsonl
-from tests.scale.test_ray import run_feeding
-from tests.selection.test_select import deita_filter, scored
+from tests.support.files import cached_vectors, write_jsonl
+from tests.support.processes import localscore, run_feeding, stop_when
+from tests.support.data import scored
+from tests.support.reference import deita_filter
 
 ROOT = Path(__file__).parents[2]
 # A conversation that cannot be embedded (a question without its answer): its row is NaN, and the walk skips it.

@@ -24,7 +24,8 @@ from localscore.errors import InputError
 from localscore.runs.score import score_file
 from localscore.options import InputOptions, OutputOptions, RayOptions, RunOptions, ScorerOptions
 from tests.support.ray_actors import PoisonedActor, StillbornActor
-from tests.inputs.test_formats import write_hub_cache
+from tests.support.files import write_hub_cache
+from tests.support.processes import run_feeding
 
 DATA = Path(__file__).parents[1] / "data"
 ROOT = Path(__file__).parents[2]
@@ -249,41 +250,6 @@ def _lines(path: Path) -> int:
         return path.read_bytes().count(b"\n")
     except FileNotFoundError:
         return 0
-
-
-def kill_an_actor(kind: str) -> int:
-    """SIGKILL one of this session's `kind` actors (a child of the raylet this process started) that has loaded its
-    model, as a preempted node or the OOM killer would; its pid."""
-    # The titles Ray gives an actor past its constructor (which loads the model): idle, or running a method.
-    loaded = {f"ray::{kind}{method}".encode() for method in ("", ".name", ".work")}
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        for pid in (int(name) for name in os.listdir("/proc") if name.isdigit()):
-            try:
-                title = Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0")
-                if title in loaded and _parent(_parent(pid)) == os.getpid():
-                    os.kill(pid, signal.SIGKILL)
-                    return pid
-            except (FileNotFoundError, ProcessLookupError):
-                continue
-        time.sleep(0.01)
-    raise AssertionError(f"no {kind} actor came up")
-
-
-def _parent(pid: int) -> int:
-    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-
-
-def run_feeding(args: list[str], first: bytes, rest: bytes, kind: str, env: dict) -> subprocess.CompletedProcess:
-    """`localscore ARGS` reading `first` then `rest` from stdin, with one of its `kind` actors killed in between:
-    the run cannot end before the kill (see FEED)."""
-    driver = subprocess.Popen([sys.executable, "-m", "localscore", *args], cwd=ROOT, env=env, stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    driver.stdin.write(first)
-    driver.stdin.flush()
-    kill_an_actor(kind)
-    stdout, stderr = driver.communicate(rest, timeout=300)
-    return subprocess.CompletedProcess(driver.args, driver.returncode, stdout.decode(), stderr.decode())
 
 
 # An input of unknown length (stdin) goes to the actors in blocks of 32. Fed 40 records, the driver sends the first

@@ -1,10 +1,10 @@
 """Deita's selection: evol score, then the diversity filter (selection/filter/base.py, IterativeFilter with batch
-size 1), reimplemented here in torch the way Deita runs it; localscore must pick exactly the same records."""
+size 1), reimplemented in torch the way Deita runs it (tests/support/reference.py); localscore must pick exactly
+the same records."""
 
 from __future__ import annotations
 
 import json
-import random
 import re
 
 import numpy as np
@@ -18,55 +18,8 @@ from localscore.errors import InputError
 from localscore.runs.select import select_file
 from localscore.deita.selection import diversity_filter, evol_scores, select
 from localscore.options import InputOptions, RunOptions, SelectOptions
-from tests.support.data import sharegpt_conversations, sharegpt_turns as turns
-
-
-def deita_final_scores(records: list[dict]) -> np.ndarray:
-    """Combined_Filter._sort: np.array per score column, multiplied, summed per record."""
-    out = []
-    for r in records:
-        c = np.array(r.get("complexity_scores", r.get("complexity_score")))
-        q = np.array(r.get("quality_scores", r.get("quality_score")))
-        out.append((c * q).sum())
-    return np.array(out)
-
-
-def deita_filter(records: list[dict], embeddings: np.ndarray, data_size: int, threshold: float
-                 ) -> tuple[list[int], int]:
-    """IterativeFilter.filter with batch_size 1 and cosine distance, as Deita runs it (torch float32): the kept
-    records, and how many candidates of the ranking a walk that stops once the budget is full examines."""
-    import torch
-
-    order = np.argsort(-deita_final_scores(records), kind="stable")
-    emb = np.asarray(embeddings)[order]
-
-    def cosine(a, b):
-        a, b = a / a.norm(dim=1)[:, None], b / b.norm(dim=1)[:, None]  # normalize_emb
-        a, b = a / a.norm(dim=1)[:, None], b / b.norm(dim=1)[:, None]  # and again for 'cosine'
-        return torch.mm(a, b.t())
-
-    kept = [0]
-    for i in range(1, len(emb)):
-        cur = torch.tensor(emb[i:i + 1], dtype=torch.float32)
-        existing = torch.tensor(emb[kept], dtype=torch.float32)
-        if not torch.any(cosine(cur, existing) > threshold, dim=1)[0]:
-            kept.append(i)
-        if len(kept) >= data_size:
-            break
-    examined = kept[data_size - 1] + 1 if len(kept) >= data_size else len(emb)
-    return [int(order[k]) for k in kept[:data_size]], examined
-
-
-def scored(records: list[dict], seed: int = 0) -> list[dict]:
-    """Records with distinct random quality and complexity scores per turn (distinct evol scores: pandas'
-    unstable sort and a stable one agree)."""
-    rng = random.Random(seed)
-    out = []
-    for r in records:
-        n = len(r["conversations"]) // 2
-        out.append({**r, "quality_scores": [rng.uniform(1, 6) for _ in range(n)],
-                    "complexity_scores": [rng.uniform(1, 6) for _ in range(n)]})
-    return out
+from tests.support.data import scored, sharegpt_conversations, sharegpt_turns as turns
+from tests.support.reference import deita_filter, deita_final_scores
 
 
 @pytest.fixture(scope="module")

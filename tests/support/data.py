@@ -4,6 +4,7 @@ tests/data/README.md)."""
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 
 DATA = Path(__file__).parent.parent / "data"
@@ -32,3 +33,16 @@ def sharegpt_turns(record: dict) -> list[tuple[str, str]]:
     """(human, gpt) pairs of a ShareGPT record that alternates from the human side."""
     c = record["conversations"]
     return [(c[i]["value"], c[i + 1]["value"]) for i in range(0, len(c), 2)]
+
+
+def scored(records: list[dict], seed: int = 0) -> list[dict]:
+    """Records with distinct random quality and complexity scores per turn (distinct evol scores: pandas'
+    unstable sort and a stable one agree)."""
+    rng = random.Random(seed)
+    out = []
+    for r in records:
+        n = len(r["conversations"]) // 2
+        out.append({**r, "quality_scores": [rng.uniform(1, 6) for _ in range(n)],
+                    "complexity_scores": [rng.uniform(1, 6) for _ in range(n)]})
+    return out
+

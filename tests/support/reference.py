@@ -70,3 +70,44 @@ class ReferenceScorer:
 
     def scores(self, prompts: Iterable[str]) -> list[float]:
         return [self.score(p) for p in prompts]
+
+
+# Deita's selection (selection/filter/base.py and combined_filter.py): the evol score, then IterativeFilter with
+# batch size 1, in torch the way Deita runs it.
+
+def deita_final_scores(records: list[dict]) -> np.ndarray:
+    """Combined_Filter._sort: np.array per score column, multiplied, summed per record."""
+    out = []
+    for r in records:
+        c = np.array(r.get("complexity_scores", r.get("complexity_score")))
+        q = np.array(r.get("quality_scores", r.get("quality_score")))
+        out.append((c * q).sum())
+    return np.array(out)
+
+
+
+def deita_filter(records: list[dict], embeddings: np.ndarray, data_size: int, threshold: float
+                 ) -> tuple[list[int], int]:
+    """IterativeFilter.filter with batch_size 1 and cosine distance, as Deita runs it (torch float32): the kept
+    records, and how many candidates of the ranking a walk that stops once the budget is full examines."""
+    import torch
+
+    order = np.argsort(-deita_final_scores(records), kind="stable")
+    emb = np.asarray(embeddings)[order]
+
+    def cosine(a, b):
+        a, b = a / a.norm(dim=1)[:, None], b / b.norm(dim=1)[:, None]  # normalize_emb
+        a, b = a / a.norm(dim=1)[:, None], b / b.norm(dim=1)[:, None]  # and again for 'cosine'
+        return torch.mm(a, b.t())
+
+    kept = [0]
+    for i in range(1, len(emb)):
+        cur = torch.tensor(emb[i:i + 1], dtype=torch.float32)
+        existing = torch.tensor(emb[kept], dtype=torch.float32)
+        if not torch.any(cosine(cur, existing) > threshold, dim=1)[0]:
+            kept.append(i)
+        if len(kept) >= data_size:
+            break
+    examined = kept[data_size - 1] + 1 if len(kept) >= data_size else len(emb)
+    return [int(order[k]) for k in kept[:data_size]], examined
+
