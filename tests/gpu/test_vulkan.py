@@ -200,7 +200,11 @@ def test_what_does_not_fit_the_device_is_one_line(vulkan_python, gguf_file, pair
     # small device. Down from the run's own peak, in 12 MiB steps: first the host side runs short (Python's
     # allocations, or llvmpipe's compiler, which aborts: not the device path, so not checked), then the context
     # does not fit the device, then the weights do not, then the file cannot even be mapped. From the first "does
-    # not fit" on, every failure must be one line of ours.
+    # not fit" on, every failure that reaches Python must be one line of ours. Under an address-space limit the host
+    # side can run short at any step, not only the first ones: a thread of llvmpipe or of ggml's Vulkan backend
+    # whose allocation fails kills the process by a signal (an uncaught std::bad_alloc, a segfault in Mesa; seen in
+    # a few of the steps of one run in four), before or after our check. A device that reports its memory full does
+    # not do that, so those steps are skipped, not failed.
     import resource
 
     model = gguf_file("f32")
@@ -231,7 +235,7 @@ def test_what_does_not_fit_the_device_is_one_line(vulkan_python, gguf_file, pair
         last = ([line for line in result.stderr.splitlines() if not line.startswith("VmPeak")] or [""])[-1]
         if not seen and not last.startswith((context, weights)):
             continue
-        if result.returncode == 0:
+        if result.returncode == 0 or (result.returncode < 0 and "Traceback" not in result.stderr):
             continue
         assert "Traceback" not in result.stderr and result.returncode == 1, (limit, result.returncode, result.stderr)
         seen.append(last)

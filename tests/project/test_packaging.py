@@ -51,3 +51,9 @@ def test_requires_python_is_the_oldest_python_the_code_runs_on():
     assert minimum is not None, report.stdout + report.stderr
     assert minimum.group(1) == floor[2:], report.stdout
     assert "incompatible" not in report.stdout, report.stdout
+
+
+def test_the_readme_asks_for_the_python_pyproject_requires():
+    floor = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["requires-python"]
+    asked = re.findall(r"Python ≥ (3\.\d+)", (ROOT / "README.md").read_text(encoding="utf-8"))
+    assert asked == [floor[2:]], f"README.md asks for Python {asked}; pyproject.toml requires {floor}"
