@@ -12,8 +12,8 @@ import pytest
 from click.testing import CliRunner
 
 from localscore.cli import cli
-from tests.support.files import write_hub_cache
 from tests.support.data import scored
+from tests.support.files import write_hub_cache
 
 REPO = "org/scored"
 # ShareGPT records of 1, 2 and 3 turns, 4 of each: a Parquet file of 3 row groups, a folder of 2 files.

@@ -219,8 +219,8 @@ def test_dj_process_with_a_missing_model_stops_on_the_operators_line(tmp_path):
                             cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 1
     output = result.stdout + result.stderr
-    assert output.rstrip().splitlines()[-1] == (f"localscore.errors.ModelError: deita_quality_score_filter: model file {missing} does not "
-                         "exist; convert one with `localscore convert`")
+    assert output.rstrip().splitlines()[-1] == ("localscore.errors.ModelError: deita_quality_score_filter: model file "
+                                                f"{missing} does not exist; convert one with `localscore convert`")
     assert "in load_ops" in output and "OP [deita_" not in output  # raised building the operators; none ran
     assert not export.exists()
 

@@ -23,9 +23,8 @@ from click.testing import CliRunner
 from localscore import Scorer
 from localscore.cli import cli
 from localscore.options import QUANT_TYPES, InputOptions, OutputOptions, RunOptions, SelectOptions
-from tests.support.data import sharegpt_conversations
+from tests.support.data import scored, sharegpt_conversations
 from tests.support.gguf_reading import field
-from tests.support.data import scored
 from tests.support.files import cached_vectors, write_jsonl
 from tests.support.processes import localscore, stop_when
 

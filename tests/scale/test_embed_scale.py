@@ -21,10 +21,9 @@ from click.testing import CliRunner
 from localscore import api
 from localscore.cli import cli
 from localscore.forms.provenance import read_provenance
-from tests.support.data import sharegpt_conversations
+from tests.support.data import scored, sharegpt_conversations
 from tests.support.files import cached_vectors, write_jsonl
 from tests.support.processes import localscore, run_feeding, stop_when
-from tests.support.data import scored
 from tests.support.reference import deita_filter
 
 ROOT = Path(__file__).parents[2]

@@ -45,4 +45,3 @@ def scored(records: list[dict], seed: int = 0) -> list[dict]:
         out.append({**r, "quality_scores": [rng.uniform(1, 6) for _ in range(n)],
                     "complexity_scores": [rng.uniform(1, 6) for _ in range(n)]})
     return out
-

@@ -13,7 +13,6 @@ def write_jsonl(path: Path, records: list[dict]) -> Path:
     return path
 
 
-
 def write_hub_cache(cache: Path, repo_id: str, table, commit: str = "0" * 40) -> None:
     """A dataset repo laid out as huggingface_hub caches it: one Parquet file of the train split."""
     import pyarrow.parquet as pq  # here: the tests that need no Parquet do not need pyarrow
@@ -25,7 +24,6 @@ def write_hub_cache(cache: Path, repo_id: str, table, commit: str = "0" * 40) ->
     (repo / "refs" / "main").write_text(commit)
 
 
-
 def cached_vectors(cache: Path) -> int:
     """Vectors committed to an embedding cache (what a killed run leaves)."""
     if not cache.exists():
@@ -35,4 +33,3 @@ def cached_vectors(cache: Path) -> int:
             return db.execute("SELECT count(*) FROM vectors").fetchone()[0]
         except sqlite3.OperationalError:  # the table is being created
             return 0
-

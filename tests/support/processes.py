@@ -17,7 +17,6 @@ def localscore(*args: object) -> list[str]:
     return [sys.executable, "-m", "localscore", *map(str, args)]
 
 
-
 def stop_when(process: subprocess.Popen, ready, sig: int) -> None:
     """Send `sig` once `ready()` holds; stop waiting as soon as the child exits on its own."""
     deadline = time.monotonic() + 300
@@ -25,7 +24,6 @@ def stop_when(process: subprocess.Popen, ready, sig: int) -> None:
         time.sleep(0.02)
     process.send_signal(sig)
     process.communicate(timeout=60)
-
 
 
 def kill_an_actor(kind: str) -> int:
@@ -47,20 +45,17 @@ def kill_an_actor(kind: str) -> int:
     raise AssertionError(f"no {kind} actor came up")
 
 
-
 def _parent(pid: int) -> int:
     return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-
 
 
 def run_feeding(args: list[str], first: bytes, rest: bytes, kind: str, env: dict) -> subprocess.CompletedProcess:
     """`localscore ARGS` reading `first` then `rest` from stdin, with one of its `kind` actors killed in between:
     the run cannot end before the kill (tests/scale/test_ray.py: FEED)."""
-    driver = subprocess.Popen([sys.executable, "-m", "localscore", *args], cwd=ROOT, env=env, stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    driver = subprocess.Popen(localscore(*args), cwd=ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE)
     driver.stdin.write(first)
     driver.stdin.flush()
     kill_an_actor(kind)
     stdout, stderr = driver.communicate(rest, timeout=300)
     return subprocess.CompletedProcess(driver.args, driver.returncode, stdout.decode(), stderr.decode())
-

@@ -75,6 +75,7 @@ class ReferenceScorer:
 # Deita's selection (selection/filter/base.py and combined_filter.py): the evol score, then IterativeFilter with
 # batch size 1, in torch the way Deita runs it.
 
+
 def deita_final_scores(records: list[dict]) -> np.ndarray:
     """Combined_Filter._sort: np.array per score column, multiplied, summed per record."""
     out = []
@@ -83,7 +84,6 @@ def deita_final_scores(records: list[dict]) -> np.ndarray:
         q = np.array(r.get("quality_scores", r.get("quality_score")))
         out.append((c * q).sum())
     return np.array(out)
-
 
 
 def deita_filter(records: list[dict], embeddings: np.ndarray, data_size: int, threshold: float
@@ -110,4 +110,3 @@ def deita_filter(records: list[dict], embeddings: np.ndarray, data_size: int, th
             break
     examined = kept[data_size - 1] + 1 if len(kept) >= data_size else len(emb)
     return [int(order[k]) for k in kept[:data_size]], examined
-

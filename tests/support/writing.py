@@ -21,10 +21,8 @@ def sample_records(count: int = 12) -> list[Record]:
     return list(read_records(io.BytesIO(b"\n".join(lines))))
 
 
-
 def result_of(record: Record) -> dict:
     return result(record, QUALITY, [1.5 + turn for turn in range(len(record.turns))])
-
 
 
 def score(path: Path, records: list[Record], *, resume: bool = False) -> int:
@@ -40,7 +38,5 @@ def score(path: Path, records: list[Record], *, resume: bool = False) -> int:
     return writer.done
 
 
-
 def partial(path: Path) -> Path:
     return path.with_name(path.name + ".partial")
-
